@@ -1,0 +1,1 @@
+"""Where tokens come from: one module per backend (local = in-process HF model; endpoint = SGLang server)."""
