@@ -35,8 +35,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sglang_stop.config import DEFAULT_PROMPT
 from sglang_stop.errors import UserError
+
+
+DEFAULT_PROMPT = (
+    "Solve the problem step by step. End with a final line of the form 'The answer is N'.\n\n{question}"
+)
 
 
 class Problem(BaseModel):
