@@ -134,6 +134,44 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
+@cli.command()
+@common
+@click.option("--n-max", default=16, show_default=True, help="paths sampled per problem")
+@click.option("--prefix-lens", default="16,32,64", show_default=True, help="comma-separated prune points to record")
+@click.option("--scorers", "scorer_names", default="confidence,entropy", show_default=True,
+              help="comma-separated scorers to record (none/random need no recording)")
+@click.option("--out", type=click.Path(), required=True, help="calibration JSONL (appended; resumable)")
+def calibrate(
+    config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
+    keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
+    as_json: bool, n_max: int, prefix_lens: str, scorer_names: str, out: str,
+) -> None:
+    """Record every scorer at several prune points on unpruned paths: the advisor's calibration set."""
+    from sglang_stop.calibrate import collect
+    from sglang_stop.runner import make_backend
+
+    try:
+        lens = [int(x) for x in prefix_lens.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--prefix-lens: expected comma-separated integers, got {prefix_lens!r}") from None
+    cfg = _build_config(config, seed=seed, model=model, max_new_tokens=max_new_tokens)
+    names = [x.strip() for x in scorer_names.split(",") if x.strip()]
+    from sglang_stop.scorers import scorer_class
+
+    for name in names:
+        scorer_class(name)
+    opts = {name: (cfg.scorer.options if cfg.scorer.name == name else {}) for name in names}
+    tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
+    backend = make_backend(cfg.model)
+    try:
+        added = collect(backend, tsk, probs, cfg, out=out, n_max=n_max, prefix_lens=lens, scorers=opts,
+                        model_id=backend.get_model_name(), concurrency=concurrency, progress=not as_json)
+    finally:
+        backend.shutdown()
+    msg = {"out": out, "added": added, "problems": len(probs)}
+    click.echo(json.dumps(msg) if as_json else f"{added} new records in {out} ({len(probs)} problems asked)")
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks that print ratios measured side by side in one run."""

@@ -123,7 +123,9 @@ def parallel_reasoning(
         if not still:
             running = []
             break
-        ctx = ScoreContext(backend=backend, rng=rng, stage=si, prefix_len=stage.prefix_len, question=question)
+        ctx = ScoreContext(
+            backend=backend, rng=rng, stage=si, prefix_len=stage.prefix_len, question=question, problem_key=problem_key
+        )
         scores = scorer.score([v for _, v in still], ctx)
         if len(scores) != len(still):
             raise RuntimeError(f"scorer {scorer.name!r} returned {len(scores)} scores for {len(still)} paths")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sglang_stop.config import ModelSpec, RuntimeConfig
 from sglang_stop.errors import UserError
 from sglang_stop.program import PathRecord, parallel_reasoning
-from sglang_stop.scorers import make_scorer
+from sglang_stop.scorers import Scorer, make_scorer
 from sglang_stop.tasks import Problem, Task
 
 
@@ -72,8 +72,11 @@ def run_problems(
     *,
     concurrency: int = 4,
     progress: bool = False,
+    scorer: Scorer | None = None,
 ) -> tuple[list[ProblemResult], RunSummary]:
-    scorer = make_scorer(cfg.scorer.name, cfg.scorer.options)
+    """Run every problem through the program; ``scorer`` overrides the one the config names."""
+    if scorer is None:
+        scorer = make_scorer(cfg.scorer.name, cfg.scorer.options)
     tok = backend.tokenizer
     args = [
         {
