@@ -135,6 +135,13 @@ def _storage_url(storage: str | None) -> str | None:
     return f"sqlite:///{storage}"  # a plain path means a sqlite file
 
 
+def _quiet_optuna() -> None:
+    import warnings
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def run_study(
     replayer: Replayer,
     space: SearchSpace,
@@ -146,14 +153,19 @@ def run_study(
     storage: str | None = None,
     study_name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    polish_rounds: int = 20,
 ) -> tuple[optuna.Study, list[ReplayResult]]:
     """Run (or resume, up to ``n_trials`` in total) a study; returns it and every evaluated result.
 
     Single objective: maximise accuracy, TPE seeded, the budget as a constraint (tokens - budget <= 0).
-    Multi-objective: NSGA-II on (accuracy up, tokens down) for the Pareto front.
+    Multi-objective: NSGA-II on (accuracy up, tokens down) for the Pareto front. After the sampled
+    trials, a few rounds of enqueued neighbour trials polish the best feasible point.
     """
-    optuna.logging.set_verbosity(logging.WARNING)
+    _quiet_optuna()
     name = study_name or ("stop-pareto" if multi_objective else f"stop-budget-{int(budget or 0)}")
+
+    # Optuna >= 5 reads constraints set on the trial; older versions need constraints_func.
+    native = hasattr(optuna.trial.Trial, "set_constraint")
 
     def constraints(t: optuna.trial.FrozenTrial) -> list[float]:
         return [float(t.user_attrs.get("constraint", 0.0))]
@@ -164,8 +176,8 @@ def run_study(
                                     directions=["maximize", "minimize"], load_if_exists=True)
     else:
         sampler = optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, warn_independent_sampling=False, n_startup_trials=20,
-            constraints_func=constraints if budget is not None else None,
+            seed=seed, multivariate=True, n_startup_trials=20,
+            constraints_func=constraints if budget is not None and not native else None,
         )
         study = optuna.create_study(storage=_storage_url(storage), sampler=sampler, study_name=name,
                                     direction="maximize", load_if_exists=True)
@@ -177,6 +189,8 @@ def run_study(
         trial.set_user_attr("tokens", res.tokens)
         if budget is not None:
             trial.set_user_attr("constraint", res.tokens - budget)
+            if native:
+                trial.set_constraint("tokens_over_budget", res.tokens - budget)
         if multi_objective:
             return res.accuracy, res.tokens
         return res.accuracy
@@ -187,11 +201,93 @@ def run_study(
         study.optimize(objective, n_trials=1)
         if progress:
             progress(done + i + 1, n_trials)
-    results = []
-    for t in study.trials:
-        if t.state == optuna.trial.TrialState.COMPLETE and "config" in t.user_attrs:
-            results.append(replayer.evaluate(ReplayConfig.model_validate(t.user_attrs["config"])))
-    return study, results
+    if not multi_objective and polish_rounds:
+        _polish(study, objective, space, budget, polish_rounds)
+    return study, _results(study, replayer)
+
+
+def _results(study: optuna.Study, replayer: Replayer) -> list[ReplayResult]:
+    return [
+        replayer.evaluate(ReplayConfig.model_validate(t.user_attrs["config"]))
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and "config" in t.user_attrs
+    ]
+
+
+def _neighbours(params: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
+    """One-step moves on each ordered axis (N, prune points, keep ratios), single and in pairs (N up
+    with keep ratio down keeps the token cost level), plus every scorer and vote at the same point."""
+    axes = {"n": space.n_values, **{k: space.keep_ratios for k in params if k.startswith("keep_ratio_")},
+            **{k: space.prefix_lens for k in params if k.startswith("prefix_")}}
+    out: list[dict[str, Any]] = []
+
+    def step(p: dict[str, Any], key: str, d: int) -> dict[str, Any] | None:
+        vals = axes[key]
+        i = vals.index(p[key]) + d
+        return {**p, key: vals[i]} if 0 <= i < len(vals) else None
+
+    names = list(axes)
+    for i, k1 in enumerate(names):
+        for d1 in (-1, 1):
+            q = step(params, k1, d1)
+            if q is None:
+                continue
+            out.append(q)
+            for k2 in names[i + 1:]:
+                for d2 in (-1, 1):
+                    q2 = step(q, k2, d2)
+                    if q2 is not None:
+                        out.append(q2)
+    for sc in space.scorers:
+        if sc != params.get("scorer"):
+            base = {k: v for k, v in params.items() if k != "scorer"}
+            if sc != "none" and "prefix_0" not in base:
+                base.update(aggregation=space.aggregations[0], prefix_0=space.prefix_lens[0], keep_ratio_0=space.keep_ratios[0])
+            out.append({**base, "scorer": sc})
+    for agg in space.aggregations:
+        if "aggregation" in params and agg != params["aggregation"]:
+            out.append({**params, "aggregation": agg})
+    return out
+
+
+def _polish(study: optuna.Study, objective: Callable[[optuna.Trial], Any], space: SearchSpace,
+            budget: float | None, rounds: int, top: int = 5) -> None:
+    """Local search around the best feasible trial, run as enqueued Optuna trials (so it is stored
+    and resumable like the rest): TPE finds the region, this settles the last accuracy point."""
+
+    def key(p: dict[str, Any]) -> tuple:
+        return tuple(sorted(p.items()))
+
+    def feasible(t: optuna.trial.FrozenTrial) -> bool:
+        return t.state == optuna.trial.TrialState.COMPLETE and (budget is None or t.user_attrs.get("constraint", 1) <= 0)
+
+    seen = {key(t.params) for t in study.trials}
+    expanded: set[tuple] = set()
+    for _ in range(rounds):
+        ok = sorted((t for t in study.trials if feasible(t)), key=lambda t: (-t.value, t.user_attrs["tokens"]))
+        # the best few distinct policies not yet expanded
+        heads, cfgs = [], set()
+        for t in ok:
+            c = str(t.user_attrs["config"])
+            if c in cfgs:
+                continue
+            cfgs.add(c)
+            if key(t.params) not in expanded:
+                heads.append(t)
+            if len(cfgs) >= top:
+                break
+        fresh = []
+        for t in heads:
+            expanded.add(key(t.params))
+            for q in _neighbours(t.params, space):
+                if key(q) not in seen:
+                    seen.add(key(q))
+                    fresh.append(q)
+        if not fresh:
+            return
+        for q in fresh:
+            study.enqueue_trial(q, skip_if_exists=True)
+        study.optimize(objective, n_trials=len(fresh))
 
 
 def exhaustive(replayer: Replayer, space: SearchSpace) -> list[ReplayResult]:
