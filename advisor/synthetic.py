@@ -36,14 +36,14 @@ PRESETS: dict[str, Preset] = {
         prefix_lens=[512, 1024, 2048, 4096],
         max_new_tokens=16384,
         mean_len=8650,
-        scorers={"stop": 2.2, "confidence": 0.9, "entropy": 0.6},
+        scorers={"stop": 1.2, "confidence": 0.6, "entropy": 0.4},
     ),
     "testbed": Preset(
         n_max=16,
         prefix_lens=[32, 64, 96, 128],
         max_new_tokens=192,
         mean_len=120,
-        scorers={"stop": 1.6, "confidence": 0.7, "entropy": 0.5},
+        scorers={"stop": 1.0, "confidence": 0.5, "entropy": 0.3},
     ),
 }
 
