@@ -6,8 +6,9 @@ is what lets the advisor evaluate any (N, stages, scorer, vote) later without th
 
 Rules the runtime must follow when recording (the replay relies on them):
   * ``length`` is the path's full generated token count (prompt excluded, prefix included).
-  * Every path has a score for every scorer in ``scorers`` at every length in ``prefix_lens``;
-    a path that finished before a prefix length is scored on its full text. Higher = keep.
+  * Every path has a score for every scorer in ``scorers`` at every length in ``prefix_lens`` that
+    is below its ``length`` (the runtime never scores a finished path, so those may be omitted;
+    extra ones are ignored). Higher = keep.
   * ``answer`` is the extracted answer (null if none); ``correct`` compares it with the reference.
 """
 
@@ -95,13 +96,13 @@ class CalibRecord(_Strict):
         for name in self.scorers:
             if name in VIRTUAL_SCORERS:
                 raise ValueError(f"scorers: '{name}' needs no recorded scores; leave it out")
-        want = set(self.prefix_lens)
         for i, p in enumerate(self.paths):
+            want = {L for L in self.prefix_lens if L < p.length}
             for name in self.scorers:
                 got = p.scores.get(name)
-                if got is None:
+                if got is None and want:
                     raise ValueError(f"paths.{i}.scores: missing scorer '{name}'")
-                missing = sorted(want - set(got))
+                missing = sorted(want - set(got or {}))
                 if missing:
                     raise ValueError(f"paths.{i}.scores.{name}: missing prefix_len {missing[0]}")
         return self
@@ -113,7 +114,8 @@ class CalibrationSet:
 
     Arrays (P problems, M = the smallest path count; extra paths of larger problems are dropped):
     ``correct_paths`` (P, M) bool, ``lengths`` (P, M) int, ``answers`` (P, M) int codes (-1 = none),
-    ``answer_correct`` (P, A) bool per code, ``scores[scorer]`` (P, M, len(prefix_lens)).
+    ``answer_correct`` (P, A) bool per code, ``scores[scorer]`` (P, M, len(prefix_lens)), NaN where a
+    path had finished (never read: finished paths are not scored).
     """
 
     records: list[CalibRecord]
@@ -162,7 +164,7 @@ def from_records(records: list[CalibRecord], sources: list[str] | None = None) -
     lengths = np.zeros((P, m), dtype=np.int64)
     answers = np.full((P, m), -1, dtype=np.int64)
     answer_correct = np.zeros((P, amax), dtype=bool)
-    scores = {s: np.zeros((P, m, len(first.prefix_lens))) for s in first.scorers}
+    scores = {s: np.full((P, m, len(first.prefix_lens)), np.nan) for s in first.scorers}
     for i, r in enumerate(records):
         codes: dict[str, int] = {}
         for j, p in enumerate(r.paths[:m]):
@@ -172,7 +174,8 @@ def from_records(records: list[CalibRecord], sources: list[str] | None = None) -
                 answers[i, j] = c
                 answer_correct[i, c] |= p.correct
             for s in first.scorers:
-                scores[s][i, j] = [p.scores[s][L] for L in first.prefix_lens]
+                got = p.scores.get(s, {})
+                scores[s][i, j] = [got[L] if L < p.length else np.nan for L in first.prefix_lens]
     return CalibrationSet(
         records=records,
         sources=sources or [],

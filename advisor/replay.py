@@ -4,17 +4,19 @@ Estimator. For each problem we draw R random subsets of N of its recorded paths 
 the same draws for every config, i.e. common random numbers, so configs compare with little noise),
 replay the pruning on each subset and average. All problems x draws run as one numpy batch.
 
-Rules (the runtime follows the same ones):
-  * At a stage (prefix_len L, keep K) the paths still running (real length > L) are ranked by the
-    scorer's score at L; the top K keep running, the rest stop at L tokens. Ties keep draw order.
-  * A path whose real length is <= L had already finished: it costs its real length, is never
-    pruned, votes, and does not count against K.
+Rules (those of the runtime's program, sglang_stop/program.py):
+  * At a stage (prefix_len L, keep K) the paths still running (real length > L) are scored at L and
+    ranked; the top min(K, #running) keep running, the rest stop at L tokens. Ties: draw order.
+  * A path whose real length is <= L had already finished: it is not scored, costs its real length,
+    is never pruned, votes, and does not count against K.
   * Tokens of a draw = sum over its N paths of min(real length, L of the stage that pruned it),
-    i.e. N*L1 + kept*(L2-L1) + ... + the finished paths' real remaining lengths.
+    i.e. N*L1 + kept*(L2-L1) + ... + the kept paths' real remaining lengths.
   * Vote over the surviving and early-finished paths with an extracted answer. ``majority``: one
-    vote each. ``weighted``: weight = max(score at the last stage, 0); all-zero weights fall back to
-    majority. Ties between answers score the expected value of a uniform tie-break (1/#tied).
-    A draw with no answer at all is wrong.
+    vote each. ``weighted``: a path's weight is the raw score of the last stage it was scored at; a
+    voter never scored (finished before the first stage) weighs the mean of all last scores of the
+    draw; with no scored path at all the vote is majority. The answer with the largest sum wins.
+    Ties between answers count the expected value of a uniform tie-break (1/#tied). A draw with no
+    answer at all is wrong.
 
 Intervals: 95% bootstrap over problems, each resampled problem contributing one random draw, so the
 interval is that of one real run over a problem set of the same size (problem and path sampling).
@@ -51,14 +53,15 @@ class ReplayConfig(BaseModel):
     aggregation: Aggregation = "majority"
 
     def canonical(self) -> ReplayConfig:
-        """Drop no-op stages (keep >= alive); without stages the scorer and vote weights are moot."""
+        """Drop no-op stages (keep >= alive) under majority vote; without stages the scorer is moot.
+        (Under weighted vote a no-op stage still scores, and its scores weigh the votes.)"""
         alive, out, last = self.n, [], 0
         for st in self.stages:
             if st.prefix_len <= last:
                 continue
-            if st.keep < alive:
-                out.append(st)
-                alive = st.keep
+            if st.keep < alive or self.aggregation == "weighted":
+                out.append(Stage(prefix_len=st.prefix_len, keep=min(st.keep, alive)))
+                alive = min(st.keep, alive)
                 last = st.prefix_len
         if not out or self.scorer == "none":
             return ReplayConfig(n=self.n, stages=(), scorer="none", aggregation="majority")
@@ -127,7 +130,7 @@ class Replayer:
         answers = c.answers[self._pidx, idx]
         alive = np.ones((P, R, N), dtype=bool)
         cap = np.full((P, R, N), np.iinfo(np.int64).max, dtype=np.int64)
-        last_scores = None
+        last_scores = np.full((P, R, N), np.nan)
         for st in cfg.stages:
             li = c.prefix_lens.index(st.prefix_len)
             if cfg.scorer == "random":
@@ -142,27 +145,31 @@ class Replayer:
                 pruned = running & ~top
                 cap[pruned] = st.prefix_len
                 alive &= ~pruned
-            last_scores = s
+            last_scores = np.where(running, s, last_scores)
         tokens = np.minimum(lengths, cap).sum(-1).astype(float)
-        acc = self._vote(alive & (answers >= 0), answers, last_scores if cfg.aggregation == "weighted" else None)
+        weights = None
+        if cfg.aggregation == "weighted" and cfg.stages:
+            scored = ~np.isnan(last_scores)
+            n_scored = scored.sum(-1, keepdims=True)
+            mean = np.where(scored, last_scores, 0.0).sum(-1, keepdims=True) / np.maximum(n_scored, 1)
+            weights = np.where(n_scored > 0, np.where(scored, last_scores, mean), 1.0)
+        acc = self._vote(alive & (answers >= 0), answers, weights)
         self.evaluations += 1
         return acc, tokens
 
-    def _vote(self, voters: np.ndarray, answers: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+    def _vote(self, voters: np.ndarray, answers: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         P, R, N = voters.shape
         A = self.calib.answer_correct.shape[1]
         flat = ((self._pidx * R + self._ridx) * A + np.where(voters, answers, 0)).ravel()
 
-        def counts(w: np.ndarray) -> np.ndarray:
+        def per_answer(w: np.ndarray) -> np.ndarray:
             return np.bincount(flat, weights=w.ravel(), minlength=P * R * A).reshape(P, R, A)
 
-        votes = counts(voters.astype(float))
-        if scores is not None:
-            weighted = counts(np.where(voters, np.maximum(scores, 0.0), 0.0))
-            has_weight = weighted.sum(-1, keepdims=True) > 0
-            votes = np.where(has_weight, weighted, votes)
+        present = per_answer(voters.astype(float)) > 0
+        votes = per_answer(np.where(voters, 1.0 if weights is None else weights, 0.0))
+        votes = np.where(present, votes, -np.inf)  # weights may be negative: absent answers never win
         best = votes.max(-1, keepdims=True)
-        winners = (votes == best) & (best > 0)
+        winners = present & np.isclose(votes, best, rtol=0, atol=1e-12)
         right = (winners & self.calib.answer_correct[:, None, :]).sum(-1)
         return right / np.maximum(winners.sum(-1), 1)
 

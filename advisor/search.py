@@ -75,7 +75,7 @@ def best_under_budget(
     ok = [r for r in results if budget is None or r.tokens <= budget]
     if not ok:
         return None
-    top = max(ok, key=lambda r: (r.accuracy, -r.tokens))
+    top = max(ok, key=lambda r: (r.accuracy, -r.tokens, -len(r.config.stages)))
     if objective == "accuracy":
         return top
     if objective != "tokens":

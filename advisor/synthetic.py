@@ -78,7 +78,7 @@ def synthetic_records(n_problems: int = 30, *, preset: str = "paper", seed: int 
             sign = 1.0 if correct[j] else -1.0
             for name, strength in cfg.scorers.items():
                 per = {}
-                for L in cfg.prefix_lens:
+                for L in (L for L in cfg.prefix_lens if L < lengths[j]):  # finished paths are never scored
                     frac = min(L, lengths[j]) / lengths[j]
                     z = strength * np.sqrt(frac) * sign + latent[j] + offset + rng.normal(0, 0.8)
                     val = 1 / (1 + np.exp(-z))

@@ -50,7 +50,7 @@ def test_string_prefix_keys_accepted(tmp_path):
         ("{not json", r"c.jsonl:2: invalid JSON"),
         (json.dumps(_record(problem_id="p1", n_max=0)), r"c.jsonl:2: n_max"),
         (json.dumps({k: v for k, v in _record(problem_id="p1").items() if k != "task"}), r"c.jsonl:2: task: Field required"),
-        (json.dumps(_record(problem_id="p1", paths=[{"answer": "A", "correct": True, "length": 3, "scores": {"s": {"10": 1.0}}}])),
+        (json.dumps(_record(problem_id="p1", paths=[{"answer": "A", "correct": True, "length": 30, "scores": {"s": {"10": 1.0}}}])),
          r"c.jsonl:2: .*paths.0.scores.s: missing prefix_len 20"),
         (json.dumps(_record(problem_id="p1", prefix_lens=[20, 10])), r"c.jsonl:2: prefix_lens"),
         (json.dumps(_record()), r"c.jsonl:2: duplicate problem_id 'p0' \(first at .*c.jsonl:1\)"),

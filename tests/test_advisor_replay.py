@@ -36,7 +36,10 @@ def _cfg(stages=(), scorer="s", agg="majority", n=4) -> ReplayConfig:
         (((10, 1),), "majority", 1.0, 50 + 10 + 10 + 8),  # p3 finished early: not pruned, votes, real length
         (((20, 1),), "majority", 0.5, 20 + 40 + 20 + 8),  # keeps p1 (B); p3 (A) still votes -> tie
         (((20, 2),), "majority", 1.0, 50 + 40 + 20 + 8),  # voters A, B, A
-        (((20, 2),), "weighted", 0.0, 50 + 40 + 20 + 8),  # A: 0.9 + 0.0 < B: 0.95
+        # weighted: p3 was never scored and weighs the mean last score (0.9 + 0.95 + 0.1) / 3
+        (((20, 2),), "weighted", 1.0, 50 + 40 + 20 + 8),  # A: 0.9 + 0.65 > B: 0.95
+        (((10, 3),), "majority", 0.5, 158),  # a no-op stage under majority vote
+        (((10, 3),), "weighted", 1.0, 158),  # scores still weigh: A 0.9 + 0.4 > B 0.1 + 0.2
         (((10, 2), (20, 1)), "majority", 1.0, 50 + 10 + 20 + 8),  # two stages: p1 cut at 10, p2 at 20
     ],
 )
@@ -47,10 +50,21 @@ def test_exact_accuracy_and_tokens(rep, stages, agg, acc, tokens):
     assert res.ci_low <= res.accuracy <= res.ci_high
 
 
-def test_weighted_with_negative_scores_falls_back_to_majority():
-    neg = [(a, c, n, -1.0, -1.0) for a, c, n, _, _ in PATHS]
+def test_weighted_uses_raw_scores_like_the_runtime():
+    # Raw sums, as sglang_stop.program does: with negative scores, more votes weigh less.
+    neg = [("A", True, 50, -1.0, -1.0), ("B", False, 40, -1.0, -1.0), ("A", True, 60, -1.0, -1.0)]
     r = Replayer(from_records([_rec(neg)]), draws=4, bootstrap=10)
-    assert r.evaluate(_cfg(((10, 3),), agg="weighted")).accuracy == r.evaluate(_cfg(((10, 3),))).accuracy
+    assert r.evaluate(_cfg(((10, 3),), agg="weighted", n=3)).accuracy == 0.0
+    assert r.evaluate(_cfg(((10, 3),), agg="majority", n=3)).accuracy == 1.0
+
+
+def test_finished_paths_need_no_scores():
+    rec = _rec(PATHS).model_dump()
+    rec["paths"][3]["scores"] = {}  # finished at 8 tokens: never scored by the runtime
+    from advisor.calibration import CalibRecord
+
+    r = Replayer(from_records([CalibRecord.model_validate(rec)]), draws=4, bootstrap=10)
+    assert r.evaluate(_cfg(((10, 1),))).tokens == 78
 
 
 def test_subsampling_estimates_per_path_accuracy():

@@ -48,12 +48,12 @@ def test_search_reproducible_and_near_grid(calib):
     budget = 600.0
     runs = []
     for _ in range(2):
-        rep = Replayer(calib, draws=32, bootstrap=50, seed=0)
+        rep = Replayer(calib, draws=16, bootstrap=50, seed=0)
         study, res = run_study(rep, sp, budget=budget, n_trials=40, seed=7)
         runs.append(([t.params for t in study.trials], best_under_budget(res, budget)))
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
-    best = exhaustive(Replayer(calib, draws=32, bootstrap=50, seed=0), sp)
+    best = exhaustive(Replayer(calib, draws=16, bootstrap=50, seed=0), sp)
     oracle = best_under_budget(best, budget)
     assert runs[0][1].tokens <= budget
     assert oracle.accuracy - runs[0][1].accuracy <= 0.02
