@@ -112,10 +112,12 @@ def fit(calib: tuple[str, ...], out: str, scorer: str | None, seed: int, as_json
 @click.option("--scorer", default="none", show_default=True)
 @click.option("--aggregation", type=click.Choice(["majority", "weighted"]), default="majority", show_default=True)
 @click.option("--draws", default=128, show_default=True, help="random path subsets per problem")
+@click.option("--first-paths", is_flag=True,
+              help="replay only the first N recorded paths (what a run with the calibration's seed samples)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def replay(calib: tuple[str, ...], n: int, stages: tuple[str, ...], scorer: str, aggregation: str, draws: int,
-           seed: int, as_json: bool) -> None:
+           first_paths: bool, seed: int, as_json: bool) -> None:
     """Replay one policy on calibration paths: accuracy and tokens per problem with 95% intervals."""
     from advisor.replay import Replayer, ReplayConfig, Stage
 
@@ -127,7 +129,7 @@ def replay(calib: tuple[str, ...], n: int, stages: tuple[str, ...], scorer: str,
             raise UserError(f"--stage: expected PREFIX_LEN:KEEP, got '{s}'") from None
         parsed.append(Stage(prefix_len=plen, keep=keep))
     cs = _load(calib)
-    res = Replayer(cs, draws=draws, seed=seed).evaluate(
+    res = Replayer(cs, draws=draws, seed=seed, first_paths=first_paths).evaluate(
         ReplayConfig(n=n, stages=tuple(parsed), scorer=scorer, aggregation=aggregation))  # type: ignore[arg-type]
     _emit(as_json, res.model_dump(mode="json"), _line(res))
 
@@ -252,20 +254,26 @@ def plot(calib: tuple[str, ...], out: str, budget: float | None, max_stages: int
 @_calib_opt
 @click.option("--budget", "budgets", type=float, multiple=True, required=True, help=BUDGET_HELP + " (repeatable)")
 @click.option("--holdout", default=0.5, show_default=True, help="fraction of problems held out for judging")
+@click.option("--splits", default=1, show_default=True, help="random train/held-out splits (regret is averaged)")
 @click.option("--trials", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--max-stages", default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, trials: int, seed: int,
+def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, splits: int, trials: int, seed: int,
            max_stages: int, as_json: bool) -> None:
     """Benchmark: recommend on training problems, compare with the exhaustive grid's best on held-out ones."""
     from advisor.validate import holdout_regret
 
-    rows = holdout_regret(_load(calib), list(budgets), holdout=holdout, seed=seed, trials=trials, max_stages=max_stages)
-    lines = [f"{'budget':>9} {'rec acc':>8} {'oracle':>7} {'regret':>7} {'tokens':>9} {'secs':>5}  recommended | oracle"]
-    lines += [f"{r.budget:>9,.0f} {100 * r.test_accuracy:>8.1f} {100 * r.oracle_accuracy:>7.1f} {r.regret_points:>7.2f} "
-              f"{r.test_tokens:>9,.0f} {r.search_seconds:>5.1f}  {r.recommended} | {r.oracle}" for r in rows]
-    _emit(as_json, [r.model_dump() for r in rows], "\n".join(lines))
+    rows = holdout_regret(_load(calib), list(budgets), holdout=holdout, seed=seed, trials=trials,
+                          max_stages=max_stages, splits=splits)
+    lines = [f"{'split':>5} {'budget':>9} {'rec acc':>8} {'oracle':>7} {'regret':>7} {'tokens':>9} {'secs':>5}  recommended | oracle"]
+    lines += [f"{r.split:>5} {r.budget:>9,.0f} {100 * r.test_accuracy:>8.1f} {100 * r.oracle_accuracy:>7.1f} "
+              f"{r.regret_points:>7.2f} {r.test_tokens:>9,.0f} {r.search_seconds:>5.1f}  {r.recommended} | {r.oracle}"
+              for r in rows]
+    mean = {b: sum(r.regret_points for r in rows if r.budget == b) / splits for b in budgets}
+    lines.append("mean regret (points): " + ", ".join(f"{b:,.0f}: {m:.2f}" for b, m in mean.items())
+                 + f"; overall {sum(mean.values()) / len(mean):.2f}")
+    _emit(as_json, {"rows": [r.model_dump() for r in rows], "mean_regret_points": mean}, "\n".join(lines))
 
 
 @main.command()

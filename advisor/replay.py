@@ -93,12 +93,20 @@ class Replayer:
         bootstrap: int = 1000,
         seed: int = 0,
         level: float = 0.95,
+        first_paths: bool = False,
     ) -> None:
+        """``first_paths``: one draw, the first N recorded paths in order. A runtime run with the
+        calibration's seed samples exactly those paths (per-path seeds), so this predicts that run
+        exactly (ties broken by path index, as the runtime does): a check of the replay itself."""
         self.calib = calib
         P, M = calib.lengths.shape
+        draws = 1 if first_paths else draws
         self.P, self.M, self.R = P, M, draws
         rng = np.random.default_rng(seed)
-        self._perm = np.argsort(rng.random((P, draws, M)), axis=-1)  # (P, R, M) path order per draw
+        if first_paths:
+            self._perm = np.broadcast_to(np.arange(M), (P, 1, M))
+        else:
+            self._perm = np.argsort(rng.random((P, draws, M)), axis=-1)  # (P, R, M) path order per draw
         self._random_scores = rng.random((P, draws, M, len(calib.prefix_lens)))
         self._boot_p = rng.integers(0, P, size=(bootstrap, P))
         self._boot_r = rng.integers(0, draws, size=(bootstrap, P))

@@ -14,6 +14,7 @@ from advisor.search import best_under_budget, check_budget, default_space, exhau
 
 
 class RegretRow(BaseModel):
+    split: int
     budget: float
     recommended: str
     search_seconds: float
@@ -26,7 +27,17 @@ class RegretRow(BaseModel):
 
 
 def holdout_regret(calib: CalibrationSet, budgets: list[float], *, holdout: float = 0.5, seed: int = 0,
-                   trials: int = 200, draws: int = 128, max_stages: int = 1) -> list[RegretRow]:
+                   trials: int = 200, draws: int = 128, max_stages: int = 1, splits: int = 1) -> list[RegretRow]:
+    """One row per (split, budget); splits are seeded random halves of the problems."""
+    rows = []
+    for k in range(splits):
+        rows += _one_split(calib, budgets, holdout=holdout, seed=seed + k, trials=trials, draws=draws,
+                           max_stages=max_stages, split=k)
+    return rows
+
+
+def _one_split(calib: CalibrationSet, budgets: list[float], *, holdout: float, seed: int, trials: int, draws: int,
+               max_stages: int, split: int) -> list[RegretRow]:
     perm = np.random.default_rng(seed).permutation(calib.n_problems)
     n_test = max(1, int(round(holdout * calib.n_problems)))
     test, train = calib.subset(perm[:n_test]), calib.subset(perm[n_test:])
@@ -46,7 +57,7 @@ def holdout_regret(calib: CalibrationSet, budgets: list[float], *, holdout: floa
         oracle = best_under_budget(grid_test, budget)
         assert oracle is not None
         rows.append(RegretRow(
-            budget=budget, recommended=rec.config.label(), search_seconds=round(elapsed, 2),
+            split=split, budget=budget, recommended=rec.config.label(), search_seconds=round(elapsed, 2),
             train_accuracy=rec.accuracy, test_accuracy=on_test.accuracy, test_tokens=on_test.tokens,
             oracle=oracle.config.label(), oracle_accuracy=oracle.accuracy,
             regret_points=100 * (oracle.accuracy - on_test.accuracy),

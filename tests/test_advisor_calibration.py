@@ -80,3 +80,20 @@ def test_record_model_rejects_virtual_scorer_and_nan():
     bad["paths"][0]["scores"]["s"]["10"] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         CalibRecord.model_validate(bad)
+
+
+def test_writer_resumes_and_drops_torn_tail(tmp_path):
+    from advisor.collect import CalibrationWriter
+
+    f = tmp_path / "c.jsonl"
+    recs = synthetic_records(3, preset="testbed", seed=0)
+    with CalibrationWriter(f) as w:
+        w.append(recs[0])
+    with open(f, "ab") as fh:
+        fh.write(b'{"schema_version": 1, "problem_id": "synthetic-0001", "ta')  # killed mid-append
+    with CalibrationWriter(f) as w:
+        assert w.done == {"synthetic-0000"}
+        for r in recs:
+            if r.problem_id not in w.done:
+                w.append(r)
+    assert [r.problem_id for r in load_calibration(f).records] == ["synthetic-0000", "synthetic-0001", "synthetic-0002"]

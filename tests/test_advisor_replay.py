@@ -105,3 +105,12 @@ def test_batch_over_problems_matches_single():
     for i, r in enumerate(recs):
         one = Replayer(from_records([r]), draws=8, bootstrap=10).per_draw(_cfg(((20, 2),)))
         assert np.allclose(both[0][i], one[0][0]) and np.allclose(both[1][i], one[1][0])
+
+
+def test_first_paths_replays_the_recorded_order_with_index_tie_break():
+    paths = [("B", False, 50, 0.5, 0.5), ("A", True, 50, 0.5, 0.5), ("A", True, 50, 0.5, 0.5), ("B", False, 50, 0.9, 0.9)]
+    r = Replayer(from_records([_rec(paths)]), first_paths=True, bootstrap=10)
+    # first 3 paths, all tied at 0.5: the runtime keeps the lowest index (path 0, answer B)
+    res = r.evaluate(_cfg(((10, 1),), n=3))
+    assert res.accuracy == 0.0 and res.tokens == 50 + 10 + 10
+    assert r.evaluate(_cfg((), scorer="none", n=3)).accuracy == 1.0  # A twice vs B once
