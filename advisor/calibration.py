@@ -70,7 +70,7 @@ class CalibRecord(_Strict):
     scorer_options: dict[str, dict] = Field(default_factory=dict, description="options each scorer ran with")
     sampling: SamplingConfig
     prompt: str | None = Field(None, description="prompt template used; null = the runtime's default")
-    chat_template: bool = True
+    chat_template: bool | None = None
     seed: int | None = None
     reference: str | None = Field(None, description="gold answer, for reference only")
     paths: list[CalibPath] = Field(..., min_length=1)

@@ -12,7 +12,6 @@ from advisor import __version__
 from advisor.calibration import CalibrationSet
 from advisor.replay import ReplayResult
 from sglang_stop.config import (
-    DEFAULT_PROMPT,
     AggregationConfig,
     PruneStage,
     RuntimeConfig,
@@ -46,7 +45,7 @@ def to_runtime_config(res: ReplayResult, calib: CalibrationSet, *, budget: float
         aggregation=AggregationConfig(method=cfg.aggregation),
         model=rec.model.model_copy(),
         task=rec.task,
-        prompt=rec.prompt or DEFAULT_PROMPT,
+        prompt=rec.prompt,
         chat_template=rec.chat_template,
         seed=rec.seed or 0,
         metadata=meta,

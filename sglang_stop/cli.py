@@ -202,6 +202,26 @@ def bench_pipeline(
     click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
 
 
+@bench.command("decode")
+@click.option("--model", default=None, help="local HF model dir; default: embedded")
+@click.option("--branches", default="1,4,16", show_default=True, help="comma-separated fork sizes")
+@click.option("--tokens", default=64, show_default=True, help="tokens per branch")
+@click.option("--json", "as_json", is_flag=True)
+def bench_decode(model: str | None, branches: str, tokens: int, as_json: bool) -> None:
+    """Decode throughput at 1 vs N branches of one fork (are branches batched?)."""
+    from sglang_stop.bench.decode import run_decode_bench
+    from sglang_stop.config import ModelSpec
+    from sglang_stop.runner import make_backend
+
+    sizes = [int(x) for x in branches.split(",")]
+    backend = make_backend(ModelSpec(path=model))
+    try:
+        res = run_decode_bench(backend, "Count slowly from one to fifty:", sizes, tokens)
+    finally:
+        backend.shutdown()
+    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False)

@@ -77,6 +77,11 @@ def run_problems(
     """Run every problem through the program; ``scorer`` overrides the one the config names."""
     if scorer is None:
         scorer = make_scorer(cfg.scorer.name, cfg.scorer.options)
+    if cfg.aggregation.method == "weighted" and not scorer.nonnegative:
+        raise UserError(
+            f"aggregation.method: 'weighted' needs a scorer with non-negative scores (e.g. stop, confidence); "
+            f"{scorer.name!r} can score below 0"
+        )
     tok = backend.tokenizer
     args = [
         {

@@ -59,6 +59,7 @@ class Scorer(ABC):
 
     name: ClassVar[str] = ""
     prunes: ClassVar[bool] = True  # False: the program never prunes (the `none` baseline)
+    nonnegative: ClassVar[bool] = False  # scores are >= 0, so they can weight votes
     Options: ClassVar[type[ScorerOptions]] = ScorerOptions
 
     def __init__(self, options: ScorerOptions | None = None) -> None:

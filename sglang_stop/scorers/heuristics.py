@@ -25,6 +25,8 @@ class NoPruning(Scorer):
 class RandomScorer(Scorer):
     """Keeps a uniformly random subset: the floor every signal must beat."""
 
+    nonnegative = True
+
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
         return [ctx.rng.random() for _ in branches]
 
@@ -64,6 +66,7 @@ class ConfidenceScorer(Scorer):
     """DeepConf token confidence C_i = -mean(top-k log p), reduced over the prefix (higher = surer)."""
 
     Options = ConfidenceOptions
+    nonnegative = True  # -mean(log p) >= 0
 
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
         o: ConfidenceOptions = self.options  # type: ignore[assignment]
