@@ -1,0 +1,67 @@
+"""The ``stop`` scorer (Type IV, internal learnable): p(good) from a STOP checkpoint over cached prefix KV.
+
+It asks the backend for each branch's cached KV (``ctx.backend.with_prefix_kv``) and runs only the k
+[STOP] tokens on the backend's thread; the prefix is never re-encoded and the program never changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from sglang_stop.errors import UserError
+from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions, register_scorer
+
+
+class StopOptions(ScorerOptions):
+    checkpoint: str = Field(..., description="STOP checkpoint directory (authors' layout)")
+    batch_size: int = Field(16, ge=1, description="branches scored per forward pass")
+
+
+@register_scorer("stop")
+class StopScorer(Scorer):
+    """Higher = more likely to end correct (softmax p(good) of the classifier head)."""
+
+    Options = StopOptions
+
+    def __init__(self, options: ScorerOptions | None = None) -> None:
+        if options is None:
+            raise UserError("scorer.options.checkpoint: the stop scorer needs a checkpoint directory")
+        super().__init__(options)
+        self._nets: dict[int, Any] = {}  # id(model) -> StopNet loaded onto that model
+        self._lock = threading.Lock()
+
+    def net_for(self, model: Any) -> Any:
+        """Load the checkpoint once per base model (checks it was trained for this model)."""
+        from sglang_stop.training.checkpoint import load_checkpoint
+
+        with self._lock:
+            key = id(model)
+            if key not in self._nets:
+                self._nets[key] = load_checkpoint(self.options.checkpoint, model)  # type: ignore[attr-defined]
+            return self._nets[key]
+
+    def score_kvs(self, model: Any, kvs: Sequence[Any]) -> list[float]:
+        """Runs on the backend's model thread; batches of ``batch_size`` branches."""
+        net = self.net_for(model)
+        bs = self.options.batch_size  # type: ignore[attr-defined]
+        out: list[float] = []
+        with torch.no_grad():
+            for s in range(0, len(kvs), bs):
+                logits = net.logits_from_prefix_kvs(model, kvs[s : s + bs])
+                out.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
+        return out
+
+    def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
+        if not branches:
+            return []
+        backend = ctx.backend
+        if not hasattr(backend, "with_prefix_kv"):
+            raise UserError(
+                f"scorer.name: 'stop' needs a backend with prefix-KV access; {type(backend).__name__} has none"
+            )
+        return backend.with_prefix_kv([b.handle for b in branches], self.score_kvs)

@@ -1,0 +1,197 @@
+"""STOP's learned parts and its one forward pass, shared by inference and training.
+
+The base model is never modified: the LoRA "critique adapter" is applied through forward hooks
+that exist only while the k [STOP] tokens run, so the backend's model (which keeps decoding other
+paths between scoring calls) is untouched, and several checkpoints can share one model. The prefix
+is read from the KV cache the base model already wrote; only the k [STOP] tokens are computed.
+Weights are kept under peft's names so the adapter loads with ``PeftModel.from_pretrained`` too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from torch import nn
+from transformers import DynamicCache
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class StopNetConfig(BaseModel):
+    num_assess_tokens: int = Field(4, ge=1, description="k: the one learned [STOP] vector is repeated k times")
+    mode: Literal["adapter", "no_adapter"] = Field(
+        "adapter", description="no_adapter = linear probe on the base model's last prefix hidden state"
+    )
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: float = Field(32.0, gt=0)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+
+
+def target_linears(model: nn.Module, targets: Sequence[str]) -> list[tuple[str, nn.Linear]]:
+    """Base-model Linear layers whose last name component is a target (peft's suffix matching)."""
+    wanted = set(targets)
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The bare decoder (``LlamaModel`` inside ``LlamaForCausalLM``): its output is after the final norm."""
+    return getattr(model, "base_model", model)
+
+
+class StopNet(nn.Module):
+    """[STOP] embedding + LoRA factors (A, B per target Linear) + Linear(hidden, 2) head."""
+
+    def __init__(self, cfg: StopNetConfig, model: nn.Module) -> None:
+        super().__init__()
+        self.cfg = cfg
+        hidden = model.config.get_text_config().hidden_size
+        emb = model.get_input_embeddings().weight.detach()
+        # Start at the mean input embedding: in-distribution for the base model's first layer.
+        self.assess_embedding = nn.Parameter(emb.float().mean(0).clone())
+        self.head = nn.Linear(hidden, 2)
+        self.module_names: list[str] = []
+        self.lora_A = nn.ParameterList()
+        self.lora_B = nn.ParameterList()
+        if cfg.mode == "adapter":
+            for name, lin in target_linears(model, cfg.target_modules):
+                a = torch.empty(cfg.lora_r, lin.in_features)
+                nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # peft's default init; B = 0 -> starts as the base
+                self.module_names.append(name)
+                self.lora_A.append(nn.Parameter(a))
+                self.lora_B.append(nn.Parameter(torch.zeros(lin.out_features, cfg.lora_r)))
+            if not self.module_names:
+                raise ValueError(f"no Linear layer matches target_modules {cfg.target_modules}")
+        self.dropout = nn.Dropout(cfg.lora_dropout)
+
+    @property
+    def scale(self) -> float:
+        return self.cfg.lora_alpha / self.cfg.lora_r
+
+    @contextmanager
+    def lora_active(self, model: nn.Module) -> Iterator[None]:
+        """Add ``scale * B A x`` to every target Linear's output, for the duration of the block only."""
+        modules = dict(model.named_modules())
+        handles = []
+        for name, a, b in zip(self.module_names, self.lora_A, self.lora_B):
+
+            def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, a=a, b=b) -> torch.Tensor:
+                x = self.dropout(inp[0].to(a.dtype))
+                return out + (self.scale * F.linear(F.linear(x, a), b)).to(out.dtype)
+
+            handles.append(modules[name].register_forward_hook(hook))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def run_tokens(
+        self,
+        model: nn.Module,
+        past: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        prefix_mask: torch.Tensor,
+        inputs_embeds: torch.Tensor,
+        lora: bool,
+    ) -> torch.Tensor:
+        """Run new tokens after a left-padded cache; return the final (normed) hidden of the last one.
+
+        ``past[layer] = (k, v)`` each ``[B, kv_heads, L, head_dim]``, left-padded; ``prefix_mask``
+        ``[B, L]`` marks real positions. New tokens get explicit positions ``len_i + j`` so a padded
+        branch sees exactly what it would alone.
+        """
+        bsz, n_new = inputs_embeds.shape[:2]
+        lens = prefix_mask.sum(1)
+        cache = DynamicCache(ddp_cache_data=list(past), config=model.config)
+        mask = torch.cat([prefix_mask, prefix_mask.new_ones(bsz, n_new)], dim=1)
+        pos = lens.unsqueeze(1) + torch.arange(n_new, device=lens.device).unsqueeze(0)
+        ctx = self.lora_active(model) if lora else _null()
+        with ctx:
+            out = decoder_of(model)(
+                inputs_embeds=inputs_embeds, past_key_values=cache, attention_mask=mask, position_ids=pos, use_cache=True
+            )
+        return out.last_hidden_state[:, -1]
+
+    def logits_from_cache(
+        self,
+        model: nn.Module,
+        past: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        prefix_mask: torch.Tensor,
+        last_token: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[B, 2]`` logits. adapter: k [STOP] tokens with LoRA after the whole prefix cache.
+
+        no_adapter: ``past`` must hold all but the last prefix token, given as ``last_token`` ``[B]``;
+        its base hidden state feeds the head (the linear-probe ablation).
+        """
+        dtype = past[0][0].dtype
+        bsz = prefix_mask.shape[0]
+        if self.cfg.mode == "adapter":
+            emb = self.assess_embedding.to(dtype).view(1, 1, -1).expand(bsz, self.cfg.num_assess_tokens, -1)
+            hidden = self.run_tokens(model, past, prefix_mask, emb, lora=True)
+        else:
+            if last_token is None:
+                raise ValueError("no_adapter mode needs last_token")
+            emb = model.get_input_embeddings()(last_token.view(bsz, 1))
+            with torch.no_grad():
+                hidden = self.run_tokens(model, past, prefix_mask, emb, lora=False)
+        return self.head(hidden.to(self.head.weight.dtype))
+
+    # --- the two ways in -------------------------------------------------------------------------
+
+    def logits_from_prefix_kvs(self, model: nn.Module, kvs: Sequence) -> torch.Tensor:
+        """Inference: score cached branches (``PrefixKV`` list) of different lengths in one batch."""
+        dev = kvs[0].past[0][0].device
+        keep_last = self.cfg.mode == "no_adapter"
+        lens = [len(kv.token_ids) - (1 if keep_last else 0) for kv in kvs]
+        width = max(lens)
+        past = []
+        for layer in range(len(kvs[0].past)):
+            ks, vs = [], []
+            for kv, n in zip(kvs, lens):
+                k, v = kv.past[layer]
+                ks.append(_left_pad(k[:, :, :n], width))
+                vs.append(_left_pad(v[:, :, :n], width))
+            past.append((torch.cat(ks), torch.cat(vs)))
+        mask = torch.zeros(len(kvs), width, dtype=torch.long, device=dev)
+        for i, n in enumerate(lens):
+            mask[i, width - n :] = 1
+        last = torch.tensor([kv.token_ids[-1] for kv in kvs], device=dev) if keep_last else None
+        return self.logits_from_cache(model, past, mask, last)
+
+    def logits_from_ids(self, model: nn.Module, prefixes: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
+        """Training: the frozen base encodes the prefixes once (no grad), then the same cached path."""
+        dev = next(model.parameters()).device
+        keep_last = self.cfg.mode == "no_adapter"
+        seqs = [list(p[:-1]) if keep_last else list(p) for p in prefixes]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s, device=dev)
+            mask[i, width - len(s) :] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        with torch.no_grad():
+            out = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        past = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        last = torch.tensor([p[-1] for p in prefixes], device=dev) if keep_last else None
+        return self.logits_from_cache(model, past, mask, last)
+
+
+def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    n = x.shape[2]
+    if n == width:
+        return x
+    pad = x.new_zeros(x.shape[0], x.shape[1], width - n, x.shape[3])
+    return torch.cat([pad, x], dim=2)
+
+
+@contextmanager
+def _null() -> Iterator[None]:
+    yield

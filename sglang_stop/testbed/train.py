@@ -1,0 +1,118 @@
+"""Train the testbed model from scratch: ``python -m sglang_stop.testbed.train --out DIR``.
+
+Undertrained on purpose (stops once per-sample accuracy on held-out questions reaches the target,
+~50%) so that parallel paths make visible mistakes for a scorer to catch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import click
+import torch
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from sglang_stop.testbed.data import extract_answer, make_problems, random_question, solution, split_of
+from sglang_stop.testbed.tokenizer import build_tokenizer
+from sglang_stop.training.hf_sampler import HFSampler, SampleParams
+
+
+def build_model(vocab_size: int, bos: int, eos: int, pad: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def make_batch(rng: random.Random, tok, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and labels (loss on the completion + EOS only)."""
+    rows, starts = [], []
+    while len(rows) < batch:
+        q = random_question(rng)
+        if split_of(q) != "train":
+            continue
+        q_ids = tok(q)["input_ids"]
+        s_ids = tok(solution(q), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        rows.append(q_ids + s_ids)
+        starts.append(len(q_ids))
+    width = max(len(r) for r in rows)
+    ids = torch.full((batch, width), tok.pad_token_id)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    labels = torch.full((batch, width), -100)
+    for i, (r, st) in enumerate(zip(rows, starts)):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+        labels[i, st : len(r)] = torch.tensor(r[st:])
+    return ids, mask, labels
+
+
+def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0) -> float:
+    model.eval()
+    sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id)
+    prompts = [tok(p["question"])["input_ids"] for p in problems for _ in range(samples)]
+    gens = sampler(prompts, SampleParams(temperature=1.0, max_new_tokens=64), seed)
+    answers = [p["answer"] for p in problems for _ in range(samples)]
+    ok = sum(extract_answer(tok.decode(g)) == a for g, a in zip(gens, answers))
+    model.train()
+    return ok / len(prompts)
+
+
+@click.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="HF model directory to write")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--max-steps", default=3000, show_default=True)
+@click.option("--max-seconds", default=300.0, show_default=True)
+@click.option("--target-acc", default=0.5, show_default=True, help="stop once held-out per-sample accuracy reaches this")
+@click.option("--eval-every", default=50, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc: float, eval_every: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    tok = build_tokenizer()
+    model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, betas=(0.9, 0.98))
+    rng = random.Random(seed)
+    # Accuracy is checked on eval-split questions (never trained on); seed 10_000+ keeps them
+    # apart from the seeds benchmarks use.
+    dev_problems = make_problems(200, seed=10_000 + seed)
+    log, t0, acc = [], time.time(), 0.0
+    model.train()
+    for step in range(1, max_steps + 1):
+        ids, mask, labels = make_batch(rng, tok, 64)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % eval_every == 0:
+            acc = accuracy(model, tok, dev_problems, seed=step)
+            log.append({"step": step, "loss": round(loss.item(), 4), "acc": acc, "seconds": round(time.time() - t0, 1)})
+            print(json.dumps(log[-1]), flush=True)
+            if acc >= target_acc or time.time() - t0 > max_seconds:
+                break
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        do_sample=True, temperature=1.0, max_new_tokens=64,
+    )
+    out = Path(out_dir)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "train_log.json").write_text(json.dumps({"seed": seed, "target_acc": target_acc, "log": log}, indent=1) + "\n")
+    print(f"saved {out} after {step} steps, {time.time() - t0:.0f}s, held-out per-sample accuracy {acc:.2f}")
+
+
+if __name__ == "__main__":
+    main()

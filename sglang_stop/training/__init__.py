@@ -1,0 +1,1 @@
+"""Making a STOP scorer: Monte Carlo labels, training, checkpoints (the authors' release layout)."""

@@ -1,0 +1,137 @@
+"""Monte Carlo labels: s_mc = fraction of K continuations of a prefix that end with the right answer.
+
+For each problem, P prefixes of ``prefix_len`` generated tokens are sampled, then K continuations
+of each; one :class:`LabelRecord` per prefix is appended (atomically, one line) to a JSONL file.
+Re-running skips (problem, prefix idx) pairs already there. Prefixes are seeded per problem, so a
+resumed run labels the same prefixes; continuations are sampled in batches across problems (one
+seed per batch), so theirs are fresh draws of the same distribution.
+
+Sampling goes through a :data:`Sampler` callable ("continue these token ids"), so the in-process
+HF sampler used for the testbed can be swapped for the runtime backend without touching this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from sglang_stop.io import JsonlAppender, read_jsonl
+from sglang_stop.training.hf_sampler import SampleParams
+
+LABEL_SCHEMA = 1
+
+# sampler(prompts, params, seed) -> generated token ids per prompt (EOS stripped)
+Sampler = Callable[[Sequence[Sequence[int]], SampleParams, int], list[list[int]]]
+
+
+class LabelRecord(BaseModel):
+    schema_version: Literal[1] = LABEL_SCHEMA
+    problem_id: str
+    question: str
+    answer: str
+    prefix_idx: int
+    token_ids: list[int] = Field(description="prompt + prefix, what the scorer sees")
+    prompt_len: int
+    prefix_len: int = Field(description="generated tokens in the prefix")
+    prefix_text: str
+    s_mc: float = Field(ge=0.0, le=1.0)
+    K: int
+    cont_lengths: list[int] = Field(description="full generated length (prefix + continuation) of each continuation")
+    cont_answers: list[str | None]
+    seed: int
+
+
+class LabelJob(BaseModel):
+    prefixes: int = Field(8, ge=1, description="P: prefixes per problem")
+    continuations: int = Field(16, ge=1, description="K: continuations per prefix")
+    prefix_len: int = Field(16, ge=1, description="prune point, in generated tokens")
+    max_new_tokens: int = Field(64, ge=2, description="full path cap (prefix included)")
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int = 0
+    problems_per_batch: int = Field(8, ge=1, description="problems sampled together (one sampler call)")
+
+
+def _seed(job_seed: int, problem_id: str, stage: str) -> int:
+    return int(hashlib.sha256(f"{job_seed}:{problem_id}:{stage}".encode()).hexdigest()[:8], 16)
+
+
+def done_pairs(path: str | Path) -> set[tuple[str, int]]:
+    p = Path(path)
+    if not p.exists():
+        return set()
+    return {(r.problem_id, r.prefix_idx) for r in read_jsonl(p, LabelRecord)}
+
+
+def label_problems(
+    problems: Sequence[dict],
+    out: str | Path,
+    job: LabelJob,
+    sampler: Sampler,
+    encode_prompt: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
+    extract_answer: Callable[[str], str | None],
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Append records for every missing (problem, prefix) pair; returns how many were written.
+
+    Prefixes that finish before ``prefix_len`` tokens are dropped (nothing left to prune).
+    """
+    done = done_pairs(out)
+    todo = [p for p in problems if any((p["id"], i) not in done for i in range(job.prefixes))]
+    base = SampleParams(temperature=job.temperature, top_p=job.top_p, top_k=job.top_k, max_new_tokens=job.prefix_len)
+    written = 0
+    with JsonlAppender(out) as app:
+        for s in range(0, len(todo), job.problems_per_batch):
+            group = todo[s : s + job.problems_per_batch]
+            prompts = {p["id"]: encode_prompt(p["question"]) for p in group}
+            # Prefixes: one sampler call per problem so each problem's draws depend on its seed only.
+            pref: dict[str, list[list[int]]] = {
+                p["id"]: sampler([prompts[p["id"]]] * job.prefixes, base, _seed(job.seed, p["id"], "prefix")) for p in group
+            }
+            jobs = [
+                (p, i, g)
+                for p in group
+                for i, g in enumerate(pref[p["id"]])
+                if (p["id"], i) not in done and len(g) == job.prefix_len
+            ]
+            if not jobs:
+                continue
+            cont_params = base.model_copy(update={"max_new_tokens": job.max_new_tokens - job.prefix_len})
+            rows = [prompts[p["id"]] + g for p, _, g in jobs for _ in range(job.continuations)]
+            seed = _seed(job.seed, "|".join(p["id"] for p in group), "cont")
+            conts = sampler(rows, cont_params, seed)
+            for j, (p, i, g) in enumerate(jobs):
+                cs = conts[j * job.continuations : (j + 1) * job.continuations]
+                prefix_text = decode(g)
+                answers = [extract_answer(prefix_text + decode(c)) for c in cs]
+                app.append(
+                    LabelRecord(
+                        problem_id=p["id"],
+                        question=p["question"],
+                        answer=str(p["answer"]),
+                        prefix_idx=i,
+                        token_ids=prompts[p["id"]] + g,
+                        prompt_len=len(prompts[p["id"]]),
+                        prefix_len=len(g),
+                        prefix_text=prefix_text,
+                        s_mc=sum(a == str(p["answer"]) for a in answers) / len(cs),
+                        K=len(cs),
+                        cont_lengths=[len(g) + len(c) for c in cs],
+                        cont_answers=answers,
+                        seed=job.seed,
+                    )
+                )
+                written += 1
+            if progress is not None:
+                progress(min(s + job.problems_per_batch, len(todo)), len(todo))
+    return written
+
+
+def load_labels(path: str | Path) -> list[LabelRecord]:
+    return list(read_jsonl(path, LabelRecord))

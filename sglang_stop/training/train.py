@@ -1,0 +1,150 @@
+"""Train a STOP checkpoint on Monte Carlo label records.
+
+Loss: cross-entropy against the soft label (1 - s_mc, s_mc) (``hard_labels``: s_mc >= 0.5 one-hot).
+A batch runs the frozen base over the prefixes once (no grad) and then the k [STOP] tokens with
+LoRA (grad): the same :class:`StopNet` path the scorer uses at inference. Validation is a split BY
+PROBLEM; the checkpoint with the best validation MSE (the authors' rule) is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from sglang_stop.errors import UserError
+from sglang_stop.scorers.stop_net import DEFAULT_TARGETS, StopNet, StopNetConfig
+from sglang_stop.training.checkpoint import save_checkpoint
+from sglang_stop.training.labels import LabelRecord
+from sglang_stop.training.metrics import auc, kept_accuracy, within_problem_auc
+
+
+class TrainConfig(BaseModel):
+    num_assess_tokens: int = Field(4, ge=1)
+    no_adapter: bool = Field(False, description="linear-probe ablation: head on the base's last hidden state")
+    hard_labels: bool = Field(False, description="ablation: train on s_mc >= 0.5 instead of s_mc")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: float = 32.0
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = 0.0
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    select: Literal["mse", "within_auc"] = Field("mse", description="which validation figure picks the best epoch")
+    seed: int = 0
+
+
+def split_by_problem(records: Sequence[LabelRecord], val_fraction: float) -> tuple[list[LabelRecord], list[LabelRecord]]:
+    """Hash of the problem id decides: no problem has prefixes on both sides."""
+
+    def is_val(pid: str) -> bool:
+        return int(hashlib.sha256(pid.encode()).hexdigest()[:8], 16) % 10_000 < val_fraction * 10_000
+
+    train = [r for r in records if not is_val(r.problem_id)]
+    val = [r for r in records if is_val(r.problem_id)]
+    return train, val
+
+
+def _targets(batch: Sequence[LabelRecord], hard: bool, device: Any) -> torch.Tensor:
+    s = torch.tensor([float(r.s_mc >= 0.5) if hard else r.s_mc for r in batch], device=device)
+    return torch.stack([1 - s, s], dim=1)
+
+
+@torch.no_grad()
+def predict(net: StopNet, model: Any, records: Sequence[LabelRecord], batch_size: int = 64, pad_id: int = 0) -> list[float]:
+    net.eval()
+    out: list[float] = []
+    for s in range(0, len(records), batch_size):
+        logits = net.logits_from_ids(model, [r.token_ids for r in records[s : s + batch_size]], pad_id)
+        out.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
+    return out
+
+
+def evaluate(preds: Sequence[float], records: Sequence[LabelRecord]) -> dict[str, float]:
+    s = [r.s_mc for r in records]
+    good = [x >= 0.5 for x in s]
+    groups = [r.problem_id for r in records]
+    w_auc, n_mixed = within_problem_auc(groups, preds, good)
+    return {
+        "mse": sum((p - y) ** 2 for p, y in zip(preds, s)) / len(s),
+        "auc": auc(preds, good),
+        "within_auc": w_auc,
+        "mixed_problems": n_mixed,
+        "cls_acc": sum((p >= 0.5) == g for p, g in zip(preds, good)) / len(s),
+        "kept_acc": kept_accuracy(groups, preds, s),  # mean s_mc of the top quarter per problem
+        "base_acc": sum(s) / len(s),
+    }
+
+
+def train_stop(
+    model: Any,
+    records: Sequence[LabelRecord],
+    cfg: TrainConfig,
+    out: str | Path,
+    tokenizer: Any = None,
+    log: Callable[[dict[str, Any]], None] = lambda d: print(json.dumps(d), flush=True),
+    pad_id: int = 0,
+) -> dict[str, Any]:
+    """Returns the best epoch's validation metrics; the checkpoint is written to ``out``."""
+    train, val = split_by_problem(records, cfg.val_fraction)
+    if not train or not val:
+        raise UserError(f"labels: {len(records)} records give {len(train)} train / {len(val)} validation; need both")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()  # base stays in eval mode (no dropout): its prefix KV must match inference
+    torch.manual_seed(cfg.seed)
+    net_cfg = StopNetConfig(
+        num_assess_tokens=cfg.num_assess_tokens,
+        mode="no_adapter" if cfg.no_adapter else "adapter",
+        lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+    )
+    dev = next(model.parameters()).device
+    net = StopNet(net_cfg, model).to(dev)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = random.Random(cfg.seed)
+    best: dict[str, Any] | None = None
+    t0 = time.time()
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        order = list(train)
+        rng.shuffle(order)
+        total = 0.0
+        for s in range(0, len(order), cfg.batch_size):
+            batch = order[s : s + cfg.batch_size]
+            logits = net.logits_from_ids(model, [r.token_ids for r in batch], pad_id)
+            loss = F.cross_entropy(logits.float(), _targets(batch, cfg.hard_labels, dev))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        metrics = evaluate(predict(net, model, val, pad_id=pad_id), val)
+        row = {"epoch": epoch, "train_loss": total / len(order), **metrics, "seconds": round(time.time() - t0, 1)}
+        log(row)
+        key = metrics["mse"] if cfg.select == "mse" else -metrics["within_auc"]
+        if best is None or (not math.isnan(key) and key < best["_key"]):
+            best = {**row, "_key": key}
+            save_checkpoint(
+                out, net, model, tokenizer,
+                training={
+                    "config": cfg.model_dump(mode="json"),
+                    "records": len(records), "train_records": len(train), "val_records": len(val),
+                    "best": {k: v for k, v in row.items()},
+                },
+            )
+    assert best is not None
+    best.pop("_key")
+    return best

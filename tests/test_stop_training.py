@@ -1,0 +1,95 @@
+"""Labels (resumable records), metrics, and a short training run on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from sglang_stop.io import read_jsonl
+from sglang_stop.training.labels import LabelJob, LabelRecord, label_problems
+from sglang_stop.training.metrics import auc, vote_accuracy, within_problem_auc
+
+
+class FakeSampler:
+    """Deterministic in (prompt, seed): emits digits; counts rows so tests see what was resampled."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def __call__(self, prompts, params, seed):
+        self.rows += len(prompts)
+        out = []
+        for i, p in enumerate(prompts):
+            r = random.Random(f"{seed}:{i}:{p}")
+            out.append([r.randrange(10) for _ in range(params.max_new_tokens if r.random() > 0.1 else 1)])
+        return out
+
+
+PROBLEMS = [{"id": f"p{i}", "question": f"q{i}", "answer": str(i % 10)} for i in range(5)]
+
+
+def run(path, sampler, problems=PROBLEMS):
+    return label_problems(
+        problems, path, LabelJob(prefixes=3, continuations=4, prefix_len=2, max_new_tokens=4, problems_per_batch=2),
+        sampler, encode_prompt=lambda q: [int(q[1:]) + 20], decode=lambda ids: "".join(map(str, ids)),
+        extract_answer=lambda t: t[-1] if t else None,
+    )
+
+
+def test_labels_resume_skips_done_pairs(tmp_path):
+    full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
+    n = run(full, FakeSampler())
+    recs = list(read_jsonl(full, LabelRecord))
+    assert n == len(recs) > 0 and all(r.K == 4 and r.prefix_len == 2 for r in recs)
+    run(part, FakeSampler(), PROBLEMS[:2])
+    with open(part, "ab") as f:
+        f.write(b'{"schema_version": 1, "problem_id": "p2"')  # a kill mid-append
+    run(part, FakeSampler())
+    again = FakeSampler()
+    assert run(part, again) == 0
+    key = lambda r: (r.problem_id, r.prefix_idx)
+    got = sorted(read_jsonl(part, LabelRecord), key=key)
+    want = sorted(recs, key=key)
+    assert [key(r) for r in got] == [key(r) for r in want]  # every pair once, none lost or doubled
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]  # prefixes are seeded per problem
+
+
+def test_metrics():
+    assert auc([1, 2, 3, 4], [False, False, True, True]) == 1.0
+    assert auc([1, 1, 1, 1], [False, True, False, True]) == 0.5
+    w, n = within_problem_auc(["a"] * 4 + ["b"] * 2 + ["c"] * 2, [1, 2, 3, 4, 5, 6, 1, 2], [0, 0, 1, 1, 1, 1, 1, 0])
+    assert n == 2 and w == pytest.approx(0.5)
+    groups, truth = ["a"] * 4, {"a": "1"}
+    answers = [["1"], ["1"], ["2"], ["2"]]
+    assert vote_accuracy(groups, [4, 3, 2, 1], answers, truth, keep=2) == 1.0
+    assert vote_accuracy(groups, [1, 2, 3, 4], answers, truth, keep=2) == 0.0
+
+
+def test_train_writes_best_checkpoint(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sglang_stop.training.checkpoint import load_checkpoint
+    from sglang_stop.training.train import TrainConfig, train_stop
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=30, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4)).eval()
+    rng = random.Random(0)
+    recs = []
+    for p in range(12):
+        for i in range(4):
+            bad = rng.random() < 0.5  # token 7 in the prefix = a doomed path
+            ids = [1] + [rng.randrange(8, 30) for _ in range(rng.randint(3, 8))] + ([7] if bad else [])
+            recs.append(LabelRecord(problem_id=f"p{p}", question="q", answer="1", prefix_idx=i, token_ids=ids,
+                                    prompt_len=1, prefix_len=len(ids) - 1, prefix_text="", s_mc=0.0 if bad else 1.0,
+                                    K=4, cont_lengths=[1] * 4, cont_answers=["1"] * 4, seed=0))
+    logs = []
+    best = train_stop(model, recs, TrainConfig(epochs=3, lora_r=2, lr=5e-3, val_fraction=0.3), tmp_path / "ck",
+                      log=logs.append)
+    assert len(logs) == 3 and best["mse"] == min(r["mse"] for r in logs)
+    meta = json.loads((tmp_path / "ck" / "assess_token_config.json").read_text())
+    assert meta["training"]["best"]["epoch"] == best["epoch"]
+    load_checkpoint(tmp_path / "ck", model)

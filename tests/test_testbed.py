@@ -1,0 +1,42 @@
+"""The committed testbed model, its tokenizer, data splits and the oracle checker."""
+
+from __future__ import annotations
+
+import torch
+
+from sglang_stop.testbed import asset_dir
+from sglang_stop.testbed.data import (
+    answer_of, check_steps, extract_answer, make_problems, sample_questions, solution, split_of,
+)
+
+
+def test_problems_are_held_out_and_deterministic():
+    ps = make_problems(50, seed=3)
+    assert ps == make_problems(50, seed=3) and len({p["id"] for p in ps}) == 50
+    assert all(split_of(p["question"]) == "eval" for p in ps)
+    assert all(split_of(q) == "label" for q in sample_questions(20, 0, "label"))
+    p = ps[0]
+    assert p["question"].startswith("Q") and p["question"].endswith("=")
+    assert extract_answer(solution(p["question"])) == p["answer"] == answer_of(p["question"])
+
+
+def test_check_steps():
+    assert solution("Q4-8-8=") == "4-8=-4;-4-8=-12;A-12"
+    assert check_steps("Q4-8-8=4-8=-4;-4-8=-12;A-12") and check_steps("Q4-8-8=4-8=-4;-4-")
+    assert not check_steps("Q4-8-8=4-8=-3;") and not check_steps("Q4-8-8=4-7=-3;")  # arithmetic / copied operand
+    assert check_steps("4-8=-4;-4-8=-12;A-12") and not check_steps("4-8=-4;-4-8=-11;")
+    assert not check_steps("4-8=-4;5-8=-3;")  # chaining broken
+
+
+def test_committed_model_loads_and_solves_some():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(asset_dir())
+    model = AutoModelForCausalLM.from_pretrained(asset_dir()).eval()
+    q = "Q4-8-8="
+    ids = tok(q)["input_ids"]
+    assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == q
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=40)
+    text = tok.decode(out[0, len(ids):], skip_special_tokens=True)
+    assert text.startswith("4-8=") and "A" in text
