@@ -222,6 +222,16 @@ def bench_decode(model: str | None, branches: str, tokens: int, as_json: bool) -
     click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
 
 
+def _add_training_commands() -> None:
+    from sglang_stop.training.cli import label_cmd, train_cmd
+
+    cli.add_command(label_cmd, "label")
+    cli.add_command(train_cmd, "train")
+
+
+_add_training_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False)
