@@ -107,7 +107,8 @@ class Replayer:
             self._perm = np.broadcast_to(np.arange(M), (P, 1, M))
         else:
             self._perm = np.argsort(rng.random((P, draws, M)), axis=-1)  # (P, R, M) path order per draw
-        self._random_scores = rng.random((P, draws, M, len(calib.prefix_lens)))
+        self._random_scores: np.ndarray | None = None  # made on first use of the `random` scorer
+        self._seed = seed
         self._boot_p = rng.integers(0, P, size=(bootstrap, P))
         self._boot_r = rng.integers(0, draws, size=(bootstrap, P))
         self._q = ((1 - level) / 2 * 100, (1 + level) / 2 * 100)
@@ -142,6 +143,9 @@ class Replayer:
         for st in cfg.stages:
             li = c.prefix_lens.index(st.prefix_len)
             if cfg.scorer == "random":
+                if self._random_scores is None:
+                    shape = (self.P, self.R, self.M, len(c.prefix_lens))
+                    self._random_scores = np.random.default_rng([self._seed, 1]).random(shape)
                 s = self._random_scores[self._pidx, self._ridx, idx, li]
             else:
                 s = c.scores[cfg.scorer][self._pidx, idx, li]

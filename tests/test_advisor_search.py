@@ -85,3 +85,12 @@ def test_objective_tokens_is_cheaper_within_tolerance(calib):
     acc = best_under_budget(res, 1000)
     tok = best_under_budget(res, 1000, "tokens", tolerance=0.02)
     assert tok.tokens <= acc.tokens and tok.accuracy >= acc.accuracy - 0.02
+
+
+def test_holdout_regret_rows(calib):
+    from advisor.validate import holdout_regret
+
+    rows = holdout_regret(calib, [800.0], trials=10, draws=8)
+    (r,) = rows
+    assert r.oracle_accuracy >= r.test_accuracy - 1e-9  # the held-out oracle is the best on that half
+    assert abs(r.regret_vs_grid_points - 100 * (r.grid_choice_test_accuracy - r.test_accuracy)) < 1e-9
