@@ -35,8 +35,15 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sglang_stop.config import DEFAULT_PROMPT
 from sglang_stop.errors import UserError
+
+# Makes SmolLM2-135M write a reasoning path (~60-90 tokens) before its answer. config.DEFAULT_PROMPT
+# ("Solve the problem step by step. End with a final line ...") makes it answer at once (~7-15 tokens),
+# leaving nothing to prune. Measured in docs/tasks.md.
+REASONING_PROMPT = (
+    "{question}\n\nThink step by step and explain your reasoning. "
+    "Then finish with 'The answer is N', where N is the final number."
+)
 
 
 class Problem(BaseModel):
@@ -87,7 +94,13 @@ def _after_marker(rest: str) -> str | None:
     if m:
         return m.group(1)
     phrase = re.split(r"\.(?:\s|$)|\$|\\\)", line, maxsplit=1)[0].strip().strip("*").strip()
-    return phrase or None
+    if "\\" not in phrase and "^" not in phrase:  # prose, not LaTeX: "indeed 7", "x = 5"
+        num = _NUM_RE.search(phrase)
+        if num:
+            return num.group(0)
+    if not phrase or phrase == "N" or phrase.startswith("N "):  # the prompt's placeholder copied
+        return None
+    return phrase
 
 
 def extract_answer(text: str, *, last_number_fallback: bool = True) -> str | None:
@@ -186,7 +199,7 @@ def answers_match(pred: str | None, gold: str) -> bool:
 class Task(ABC):
     """A problem source plus how to prompt for, extract and check its answers."""
 
-    default_prompt: str = DEFAULT_PROMPT
+    default_prompt: str = REASONING_PROMPT
     chat_template: bool = True
 
     def __init__(self, spec: str) -> None:

@@ -31,6 +31,9 @@ from sglang_stop.tasks import (
         ("The answer is +03.0.", "3"),
         ("The answer is 5, which is odd.", "5"),
         ("The answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+        ("The answer is indeed 7, as shown", "7"),  # prose after the marker: its first number
+        ("The answer is N because it is", None),  # template copied, no number: nothing to vote
+        ("The answer is yes.", "yes"),
         ("thus \\boxed{\\frac{3}{4}} done", "\\frac{3}{4}"),
         ("The answer is 4. Finally \\boxed{5}", "5"),  # boxed comes later
         ("Answer: 42", "42"),
@@ -131,7 +134,8 @@ def test_default_task() -> None:
     for p in probs:  # 2 terms, 1 digit, no division
         assert "/" not in p.question
         assert abs(int(p.answer)) <= 81
-    assert t.format_prompt("Q?").endswith("\n\nQ?")
+    assert t.format_prompt("Q?").startswith("Q?\n\n")
+    assert t.format_prompt("Q?", prompt="x {question} \\boxed{}") == "x Q? \\boxed{}"  # other braces literal
 
 
 def test_jsonl_task(tmp_path: Path) -> None:
