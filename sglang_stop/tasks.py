@@ -103,11 +103,13 @@ def _after_marker(rest: str) -> str | None:
     return phrase
 
 
-def extract_answer(text: str, *, last_number_fallback: bool = True) -> str | None:
+def extract_answer(text: str, *, last_number_fallback: bool = False) -> str | None:
     """The final answer in a reasoning path, normalised; None when there is none.
 
     Order: whichever comes last of 'the answer is X' and ``\\boxed{X}``; else the last 'Answer: X';
-    else (``last_number_fallback``) the last number in the text, as mmath's own post-processing does.
+    else (``last_number_fallback``, as mmath's own post-processing does) the last number in the text.
+    The fallback is off by default: a truncated path's last number is a guess that votes, and on the
+    default mix it lowered majority@8 (0.27 -> 0.20, docs/tasks.md).
     """
     candidates: list[tuple[int, str]] = []
     marks = list(_ANSWER_IS_RE.finditer(text))
@@ -201,6 +203,7 @@ class Task(ABC):
 
     default_prompt: str = REASONING_PROMPT
     chat_template: bool = True
+    last_number_fallback: bool = False  # see extract_answer
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -209,7 +212,7 @@ class Task(ABC):
     def problems(self, n: int, seed: int = 0) -> list[Problem]: ...
 
     def extract_answer(self, text: str) -> str | None:
-        return extract_answer(text)
+        return extract_answer(text, last_number_fallback=self.last_number_fallback)
 
     @abstractmethod
     def is_correct(self, problem: Problem, extracted: str | None) -> bool: ...
@@ -474,6 +477,7 @@ MMATH_SUBSETS = {"aime2024": "AIME2024", "aime2025": "AIME2025", "math500": "MAT
 class MmathTask(JsonlTask):
     # The package's own English prompt (mmath_eval.py), so scores compare with its reference numbers.
     default_prompt = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+    last_number_fallback = True  # as the package's math_postprocess_v2
 
     def __init__(self, subset: str) -> None:
         Task.__init__(self, f"mmath:{subset}")

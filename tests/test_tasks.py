@@ -37,7 +37,7 @@ from sglang_stop.tasks import (
         ("thus \\boxed{\\frac{3}{4}} done", "\\frac{3}{4}"),
         ("The answer is 4. Finally \\boxed{5}", "5"),  # boxed comes later
         ("Answer: 42", "42"),
-        ("We get 12 and then 15", "15"),  # last-number fallback
+        ("We get 12 and then 15", None),  # no stated answer: abstain (no last-number fallback)
         ("no digits here", None),
         ("The answer is", None),
     ],
@@ -46,8 +46,10 @@ def test_extract_answer(text: str, want: str | None) -> None:
     assert extract_answer(text) == want
 
 
-def test_extract_without_fallback() -> None:
-    assert extract_answer("We get 12 and then 15", last_number_fallback=False) is None
+def test_extract_last_number_fallback() -> None:
+    assert extract_answer("We get 12 and then 1,500.", last_number_fallback=True) == "1500"
+    assert load_task("mmath:math500").extract_answer("so 3 then 4") == "4"  # mmath's own rule
+    assert load_task("default").extract_answer("so 3 then 4") is None
 
 
 def test_normalize_and_match() -> None:
@@ -145,7 +147,7 @@ def test_jsonl_task(tmp_path: Path) -> None:
     t = load_task(str(f))
     probs = t.problems(10, seed=99)
     assert [p.id for p in probs] == ["probs/0", "h"] and probs[1].metadata == {"lvl": 3}
-    assert t.is_correct(probs[0], extract_answer("so the answer is 2.0"))
+    assert t.is_correct(probs[0], t.extract_answer("so the answer is 2.0"))
     assert t.is_correct(probs[1], extract_answer("The answer is 0.5"))
     assert not t.is_correct(probs[1], "0.25")
     assert len(t.problems(1)) == 1
