@@ -37,6 +37,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sglang_stop.errors import UserError
 
+# Makes SmolLM2-135M write a reasoning path (~60-90 tokens) before its answer. config.DEFAULT_PROMPT
+# ("Solve the problem step by step. End with a final line ...") makes it answer at once (~7-15 tokens),
+# leaving nothing to prune. Measured in docs/tasks.md.
+REASONING_PROMPT = (
+    "{question}\n\nThink step by step and explain your reasoning. "
+    "Then finish with 'The answer is N', where N is the final number."
+)
+
 
 DEFAULT_PROMPT = (
     "Solve the problem step by step. End with a final line of the form 'The answer is N'.\n\n{question}"
@@ -91,14 +99,22 @@ def _after_marker(rest: str) -> str | None:
     if m:
         return m.group(1)
     phrase = re.split(r"\.(?:\s|$)|\$|\\\)", line, maxsplit=1)[0].strip().strip("*").strip()
-    return phrase or None
+    if "\\" not in phrase and "^" not in phrase:  # prose, not LaTeX: "indeed 7", "x = 5"
+        num = _NUM_RE.search(phrase)
+        if num:
+            return num.group(0)
+    if not phrase or phrase == "N" or phrase.startswith("N "):  # the prompt's placeholder copied
+        return None
+    return phrase
 
 
-def extract_answer(text: str, *, last_number_fallback: bool = True) -> str | None:
+def extract_answer(text: str, *, last_number_fallback: bool = False) -> str | None:
     """The final answer in a reasoning path, normalised; None when there is none.
 
     Order: whichever comes last of 'the answer is X' and ``\\boxed{X}``; else the last 'Answer: X';
-    else (``last_number_fallback``) the last number in the text, as mmath's own post-processing does.
+    else (``last_number_fallback``, as mmath's own post-processing does) the last number in the text.
+    The fallback is off by default: a truncated path's last number is a guess that votes, and on the
+    default mix it lowered majority@8 (0.27 -> 0.20, docs/tasks.md).
     """
     candidates: list[tuple[int, str]] = []
     marks = list(_ANSWER_IS_RE.finditer(text))
@@ -190,8 +206,9 @@ def answers_match(pred: str | None, gold: str) -> bool:
 class Task(ABC):
     """A problem source plus how to prompt for, extract and check its answers."""
 
-    default_prompt: str = DEFAULT_PROMPT
+    default_prompt: str = REASONING_PROMPT
     chat_template: bool = True
+    last_number_fallback: bool = False  # see extract_answer
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -200,7 +217,7 @@ class Task(ABC):
     def problems(self, n: int, seed: int = 0) -> list[Problem]: ...
 
     def extract_answer(self, text: str) -> str | None:
-        return extract_answer(text)
+        return extract_answer(text, last_number_fallback=self.last_number_fallback)
 
     @abstractmethod
     def is_correct(self, problem: Problem, extracted: str | None) -> bool: ...
@@ -465,6 +482,7 @@ MMATH_SUBSETS = {"aime2024": "AIME2024", "aime2025": "AIME2025", "math500": "MAT
 class MmathTask(JsonlTask):
     # The package's own English prompt (mmath_eval.py), so scores compare with its reference numbers.
     default_prompt = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+    last_number_fallback = True  # as the package's math_postprocess_v2
 
     def __init__(self, subset: str) -> None:
         Task.__init__(self, f"mmath:{subset}")

@@ -31,10 +31,13 @@ from sglang_stop.tasks import (
         ("The answer is +03.0.", "3"),
         ("The answer is 5, which is odd.", "5"),
         ("The answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+        ("The answer is indeed 7, as shown", "7"),  # prose after the marker: its first number
+        ("The answer is N because it is", None),  # template copied, no number: nothing to vote
+        ("The answer is yes.", "yes"),
         ("thus \\boxed{\\frac{3}{4}} done", "\\frac{3}{4}"),
         ("The answer is 4. Finally \\boxed{5}", "5"),  # boxed comes later
         ("Answer: 42", "42"),
-        ("We get 12 and then 15", "15"),  # last-number fallback
+        ("We get 12 and then 15", None),  # no stated answer: abstain (no last-number fallback)
         ("no digits here", None),
         ("The answer is", None),
     ],
@@ -43,8 +46,10 @@ def test_extract_answer(text: str, want: str | None) -> None:
     assert extract_answer(text) == want
 
 
-def test_extract_without_fallback() -> None:
-    assert extract_answer("We get 12 and then 15", last_number_fallback=False) is None
+def test_extract_last_number_fallback() -> None:
+    assert extract_answer("We get 12 and then 1,500.", last_number_fallback=True) == "1500"
+    assert load_task("mmath:math500").extract_answer("so 3 then 4") == "4"  # mmath's own rule
+    assert load_task("default").extract_answer("so 3 then 4") is None
 
 
 def test_normalize_and_match() -> None:
@@ -131,7 +136,8 @@ def test_default_task() -> None:
     for p in probs:  # 2 terms, 1 digit, no division
         assert "/" not in p.question
         assert abs(int(p.answer)) <= 81
-    assert t.format_prompt("Q?").endswith("\n\nQ?")
+    assert t.format_prompt("Q?").startswith("Q?\n\n")
+    assert t.format_prompt("Q?", prompt="x {question} \\boxed{}") == "x Q? \\boxed{}"  # other braces literal
 
 
 def test_jsonl_task(tmp_path: Path) -> None:
@@ -141,7 +147,7 @@ def test_jsonl_task(tmp_path: Path) -> None:
     t = load_task(str(f))
     probs = t.problems(10, seed=99)
     assert [p.id for p in probs] == ["probs/0", "h"] and probs[1].metadata == {"lvl": 3}
-    assert t.is_correct(probs[0], extract_answer("so the answer is 2.0"))
+    assert t.is_correct(probs[0], t.extract_answer("so the answer is 2.0"))
     assert t.is_correct(probs[1], extract_answer("The answer is 0.5"))
     assert not t.is_correct(probs[1], "0.25")
     assert len(t.problems(1)) == 1
