@@ -37,17 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sglang_stop.errors import UserError
 
-# Makes SmolLM2-135M write a reasoning path (~60-90 tokens) before its answer. config.DEFAULT_PROMPT
-# ("Solve the problem step by step. End with a final line ...") makes it answer at once (~7-15 tokens),
+# Makes SmolLM2-135M write a reasoning path (~60-90 tokens) before its answer. The terser
+# "Solve the problem step by step. End with a final line ..." makes it answer at once (~7-15 tokens),
 # leaving nothing to prune. Measured in docs/tasks.md.
 REASONING_PROMPT = (
     "{question}\n\nThink step by step and explain your reasoning. "
     "Then finish with 'The answer is N', where N is the final number."
-)
-
-
-DEFAULT_PROMPT = (
-    "Solve the problem step by step. End with a final line of the form 'The answer is N'.\n\n{question}"
 )
 
 
