@@ -55,6 +55,15 @@ def _build_config(
     return cfg
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads: must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _task_and_problems(cfg: RuntimeConfig, task_spec: str | None, problems: int, seed: int) -> tuple[Any, Any]:
     from sglang_stop.runner import load_problems
     from sglang_stop.tasks import load_task
@@ -80,6 +89,7 @@ _common = [
     click.option("--seed", type=int, default=None, help="sampling seed (paths are seeded per problem and index)"),
     click.option("--max-new-tokens", type=int, default=None, help="path length cap"),
     click.option("--concurrency", default=4, show_default=True, help="problems run at once (run_batch)"),
+    click.option("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)"),
     click.option("--json", "as_json", is_flag=True, help="one JSON object on stdout"),
 ]
 
@@ -97,7 +107,7 @@ def common(f: Any) -> Any:
 def run(
     config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
     keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
-    as_json: bool, out: str | None, server: str | None,
+    threads: int | None, as_json: bool, out: str | None, server: str | None,
 ) -> None:
     """Run parallel reasoning with pruning on a task's problems and report accuracy and tokens."""
     from sglang_stop.io import atomic_write_text
@@ -105,6 +115,7 @@ def run(
 
     cfg = _build_config(config, n=n, prefix_len=prefix_len, keep=keep, scorer=scorer, seed=seed, model=model,
                         max_new_tokens=max_new_tokens)
+    _set_threads(threads)
     tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
     if server:
         from sglang_stop.backends.endpoint import StopEndpoint
@@ -144,7 +155,7 @@ def schema() -> None:
 def calibrate(
     config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
     keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
-    as_json: bool, n_max: int, prefix_lens: str, scorer_names: str, out: str,
+    threads: int | None, as_json: bool, n_max: int, prefix_lens: str, scorer_names: str, out: str,
 ) -> None:
     """Record every scorer at several prune points on unpruned paths: the advisor's calibration set."""
     from sglang_stop.calibrate import collect
@@ -161,6 +172,7 @@ def calibrate(
     for name in names:
         scorer_class(name)
     opts = {name: (cfg.scorer.options if cfg.scorer.name == name else {}) for name in names}
+    _set_threads(threads)
     tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
     backend = make_backend(cfg.model)
     try:
@@ -182,7 +194,7 @@ def bench() -> None:
 def bench_pipeline(
     config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
     keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
-    as_json: bool,
+    threads: int | None, as_json: bool,
 ) -> None:
     """Same problems and seed, pruned vs unpruned: tokens_ratio, wall_ratio, accuracies."""
     from sglang_stop.bench.pipeline import run_pipeline_bench
@@ -192,6 +204,7 @@ def bench_pipeline(
     k = 4 if keep is None else keep
     cfg = _build_config(config, n=16 if n is None else n, prefix_len=lp, keep=k, scorer=scorer or "confidence",
                         seed=seed, model=model, max_new_tokens=max_new_tokens)
+    _set_threads(threads)
     tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
     backend = make_backend(cfg.model)
     try:

@@ -71,16 +71,16 @@ def run_pipeline_bench(
     concurrency: int = 4,
     progress: bool = False,
 ) -> PipelineBench:
-    unpruned_cfg = base.model_copy(update={"stages": [], "scorer": {"name": "none", "options": {}}})
-    pruned_cfg = RuntimeConfig.model_validate(
-        {
-            **base.model_dump(),
-            "stages": [{"prefix_len": prefix_len, "keep": keep}],
-            "scorer": {"name": scorer, "options": base.scorer.options if base.scorer.name == scorer else {}},
-        }
+    def variant(**changes: Any) -> RuntimeConfig:
+        return RuntimeConfig.model_validate({**base.model_dump(), **changes})
+
+    unpruned_cfg = variant(stages=[], scorer={"name": "none"})
+    pruned_cfg = variant(
+        stages=[{"prefix_len": prefix_len, "keep": keep}],
+        scorer={"name": scorer, "options": base.scorer.options if base.scorer.name == scorer else {}},
     )
     # warm-up: first forwards allocate and tune kernels; keep them out of both timings
-    run_problems(backend, task, problems[:1], unpruned_cfg.model_copy(update={"n": 2}), concurrency=1)
+    run_problems(backend, task, problems[:1], variant(stages=[], scorer={"name": "none"}, n=2), concurrency=1)
 
     def both(conc: int) -> tuple[tuple[list[ProblemResult], RunSummary], tuple[list[ProblemResult], RunSummary]]:
         u = run_problems(backend, task, problems, unpruned_cfg, concurrency=conc, progress=progress)
