@@ -200,3 +200,31 @@ def convert_checkpoint(
     cfg = StopAdapterConfig(stop_token_id=stop_token_id, num_stop_tokens=k, hidden_size=hidden, vocab_size=vocab)
     (out / STOP_SUBDIR / "config.json").write_text(cfg.model_dump_json(indent=2))
     return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="python -m sglang_stop.srt.convert",
+        description="Convert a STOP checkpoint into an adapter for `--lora-paths stop=OUT` on an SGLang server.",
+    )
+    ap.add_argument("checkpoint", help="STOP checkpoint dir (adapter/, classifier_head.pth, assess_token_*)")
+    ap.add_argument("base_model", help="the base model's Hugging Face dir (the one the server serves)")
+    ap.add_argument("out", help="output adapter dir")
+    ap.add_argument("--stop-token-id", type=int, default=None, help="reserved id (default: last padded row)")
+    ap.add_argument("--num-stop-tokens", type=int, default=None, help="k (default: from assess_token_config.json)")
+    a = ap.parse_args(argv)
+    try:
+        cfg = convert_checkpoint(a.checkpoint, a.base_model, a.out, stop_token_id=a.stop_token_id,
+                                 num_stop_tokens=a.num_stop_tokens)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {a.out}: stop_token_id={cfg.stop_token_id} k={cfg.num_stop_tokens}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
