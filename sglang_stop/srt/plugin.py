@@ -6,7 +6,7 @@
   for it the STOP adapter's ``lora_id`` is dropped from ``extra_key`` so ``prefix + [STOP]*k`` matches
   the BASE model's cached prefix (LoRA then runs on the k new tokens only, as STOP was trained), and
   ``skip_radix_cache_insert`` is set so LoRA-computed KV never enters the base namespace.
-* ``LoRAManager.load_lora_adapter`` (AFTER, scheduler): notes the reserved [STOP] id of each STOP
+* ``LoRAManager._load_lora_adapter`` (AFTER, scheduler): notes the reserved [STOP] id of each STOP
   adapter loaded (at start-up or via /load_lora_adapter).
 * ``LogitsProcessor.forward`` (AFTER, scheduler): the [STOP] ids get -inf logits, so no request can
   ever sample them.
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 KEY_ENV = "SGLANG_STOP_INTERNAL_KEY"
 _TARGETS = {
     "req_init": "sglang.srt.managers.schedule_batch.Req.__init__",
-    "lora_load": "sglang.srt.lora.lora_manager.LoRAManager.load_lora_adapter",
+    "lora_load": "sglang.srt.lora.lora_manager.LoRAManager._load_lora_adapter",  # start-up + /load_lora_adapter
     "logits": "sglang.srt.layers.logits_processor.LogitsProcessor.forward",
     "validate": "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
 }

@@ -100,7 +100,7 @@ def make_stop_checkpoint(model_dir: Path, out: Path, seed: int = 1, k: int = K_S
     # The authors save the "classifier" adapter, which PEFT writes under adapter/classifier/, as .bin.
     peft_model.save_pretrained(out / "adapter", selected_adapters=["classifier"], safe_serialization=False)
     head = torch.nn.Linear(HIDDEN, 2)
-    torch.nn.init.normal_(head.weight, std=0.5)
+    torch.nn.init.normal_(head.weight, std=0.1)
     torch.save(head.state_dict(), out / "classifier_head.pth")
     vec = torch.randn(HIDDEN)
     torch.save(
