@@ -18,10 +18,6 @@ from sglang_stop.errors import UserError
 
 SCHEMA_VERSION = 1
 
-DEFAULT_PROMPT = (
-    "Solve the problem step by step. End with a final line of the form 'The answer is N'.\n\n{question}"
-)
-
 
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a config must not silently fall back to a default."""
@@ -97,8 +93,8 @@ class RuntimeConfig(_Strict):
     consensus: ConsensusConfig | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
     task: str | None = Field(None, description="default task for `sglang-stop run`")
-    prompt: str = Field(DEFAULT_PROMPT, description="user message; {question} is replaced")
-    chat_template: bool = Field(True, description="wrap the prompt in the model's chat template")
+    prompt: str | None = Field(None, description="user message with {question}; null = the task's default")
+    chat_template: bool | None = Field(None, description="wrap the prompt in the model's chat template; null = the task's default")
     seed: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict, description="free-form (the advisor's predictions)")
 
@@ -119,7 +115,7 @@ class RuntimeConfig(_Strict):
                 raise ValueError(f"stages.{i}.keep: {st.keep} exceeds the {alive} paths alive ({where}={alive})")
             alive = st.kept(alive)
             last_len = st.prefix_len
-        if "{question}" not in self.prompt:
+        if self.prompt is not None and "{question}" not in self.prompt:
             raise ValueError("prompt: must contain '{question}'")
         return self
 

@@ -45,6 +45,7 @@ class ScoreContext:
     stage: int = 0
     prefix_len: int = 0
     question: str | None = None
+    problem_key: str = ""  # identifies the problem (scorers shared by concurrent programs key on it)
 
 
 class ScorerOptions(BaseModel):

@@ -1,0 +1,294 @@
+"""`stop-advise`: thin click layer over the advisor library. Every command takes --json.
+
+Budgets everywhere are expected generated tokens per problem, summed over all N paths (prefixes of
+pruned paths included), as in the paper's C.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from sglang_stop.errors import UserError
+
+BUDGET_HELP = "token budget per problem: expected generated tokens summed over all N paths"
+
+
+class _Group(click.Group):
+    """UserError -> one line on stderr, exit 2 (never a traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo("error: " + "; ".join(str(e).splitlines()), err=True)
+            sys.exit(2)
+
+
+def _emit(as_json: bool, obj: Any, text: str) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str) if as_json else text)
+
+
+def _calib_opt(f: Any) -> Any:
+    return click.option("--calib", "calib", multiple=True, required=True, type=click.Path(dir_okay=False),
+                        help="calibration JSONL (repeatable)")(f)
+
+
+def _load(calib: tuple[str, ...]) -> Any:
+    from advisor.calibration import load_calibration
+
+    return load_calibration(list(calib))
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc="trials", unit="trial", file=sys.stderr, leave=False)
+
+    def cb(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return cb, bar.close
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="sglang-stop")
+def main() -> None:
+    """Deployment advisor for STOP pruning: replay calibration paths, fit the paper's guideline,
+    search (N, prune points, keep, scorer, vote) under a token budget, write a runtime config."""
+
+
+@main.command()
+@click.option("--budget", type=float, required=True, help=BUDGET_HELP)
+@click.option("--prefix-len", type=float, required=True, help="prefix length Lp in tokens (per path)")
+@click.option("--task-len", type=float, required=True, help="task length Lt: mean full path length in tokens")
+@click.option("--constants", default="paper", show_default=True, help="'paper' or a constants file from `fit`")
+@click.option("--json", "as_json", is_flag=True, help="print {inverse_ratio, keep_ratio}")
+def guideline(budget: float, prefix_len: float, task_len: float, constants: str, as_json: bool) -> None:
+    """Eq. 7: 1/gamma = a * C^b * Lp^c * Lt^-d (all in units of 1024 tokens)."""
+    from advisor.guideline import inverse_ratio, load_constants
+
+    k = load_constants(constants)
+    inv = inverse_ratio(budget, prefix_len, task_len, k)
+    _emit(as_json, {"inverse_ratio": inv, "keep_ratio": 1 / inv},
+          f"1/gamma = {inv:.2f}\ngamma   = {1 / inv:.4f} (keep about 1 path in {inv:.1f})")
+
+
+@main.command()
+@_calib_opt
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="constants JSON to write")
+@click.option("--scorer", default=None, help="scorer whose optima are fitted (default: stop if recorded)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def fit(calib: tuple[str, ...], out: str, scorer: str | None, seed: int, as_json: bool) -> None:
+    """Fit the guideline's constants to replayed optima (constants that cannot vary stay at the paper's)."""
+    from advisor.fitdata import fit_points
+    from advisor.guideline import fit as do_fit
+    from advisor.guideline import save_constants
+
+    cs = _load(calib)
+    pts = fit_points(cs, scorer=scorer, seed=seed)
+    k = do_fit(pts, source=f"fit on {', '.join(calib)}")
+    save_constants(k, out)
+    se = k.stderr
+    txt = "\n".join(
+        f"{n} = {getattr(k, n):.4g}" + (f" +- {se[n]:.2g}" if n in se else " (held at paper value)") for n in "abcd"
+    ) + f"\n{k.n_points} points, residual std (log) {k.residual_std:.3f}; wrote {out}"
+    _emit(as_json, {**k.model_dump(), "out": out}, txt)
+
+
+@main.command()
+@_calib_opt
+@click.option("--n", "n", type=int, required=True, help="paths launched per problem")
+@click.option("--stage", "stages", multiple=True, help="PREFIX_LEN:KEEP (repeatable, in order)")
+@click.option("--scorer", default="none", show_default=True)
+@click.option("--aggregation", type=click.Choice(["majority", "weighted"]), default="majority", show_default=True)
+@click.option("--draws", default=128, show_default=True, help="random path subsets per problem")
+@click.option("--first-paths", is_flag=True,
+              help="replay only the first N recorded paths (what a run with the calibration's seed samples)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def replay(calib: tuple[str, ...], n: int, stages: tuple[str, ...], scorer: str, aggregation: str, draws: int,
+           first_paths: bool, seed: int, as_json: bool) -> None:
+    """Replay one policy on calibration paths: accuracy and tokens per problem with 95% intervals."""
+    from advisor.replay import Replayer, ReplayConfig, Stage
+
+    parsed = []
+    for s in stages:
+        try:
+            plen, keep = (int(x) for x in s.split(":"))
+        except ValueError:
+            raise UserError(f"--stage: expected PREFIX_LEN:KEEP, got '{s}'") from None
+        parsed.append(Stage(prefix_len=plen, keep=keep))
+    cs = _load(calib)
+    res = Replayer(cs, draws=draws, seed=seed, first_paths=first_paths).evaluate(
+        ReplayConfig(n=n, stages=tuple(parsed), scorer=scorer, aggregation=aggregation))  # type: ignore[arg-type]
+    _emit(as_json, res.model_dump(mode="json"), _line(res))
+
+
+def _line(r: Any) -> str:
+    return (f"{r.config.label()}: accuracy {100 * r.accuracy:.1f}% [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}], "
+            f"tokens/problem {r.tokens:,.0f} [{r.tokens_ci_low:,.0f}, {r.tokens_ci_high:,.0f}]")
+
+
+def _search_opts(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--trials", default=200, show_default=True, help="Optuna trials (a resumed study runs up to this total)"),
+        click.option("--seed", default=0, show_default=True, help="sampler and replay seed"),
+        click.option("--storage", default=None, help="Optuna storage: a sqlite file path or any RDB URL (default: in memory)"),
+        click.option("--study-name", default=None, help="study name (resumes if it exists in --storage)"),
+        click.option("--max-stages", default=1, show_default=True, help="prune stages searched (1 = the paper's)"),
+        click.option("--scorers", default=None, help="comma-separated scorers to search (default: all recorded + none, random)"),
+        click.option("--draws", default=128, show_default=True, help="random path subsets per problem"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _setup(calib: tuple[str, ...], seed: int, max_stages: int, scorers: str | None, draws: int) -> Any:
+    from advisor.replay import Replayer
+    from advisor.search import default_space
+
+    cs = _load(calib)
+    sc = [s.strip() for s in scorers.split(",")] if scorers else None
+    if sc:
+        unknown = [s for s in sc if s not in cs.all_scorers]
+        if unknown:
+            raise UserError(f"--scorers: {', '.join(unknown)} not recorded; have {', '.join(cs.all_scorers)}")
+    return cs, default_space(cs, max_stages=max_stages, scorers=sc), Replayer(cs, draws=draws, seed=seed)
+
+
+@main.command()
+@_calib_opt
+@click.option("--budget", type=float, required=True, help=BUDGET_HELP)
+@click.option("--objective", type=click.Choice(["accuracy", "tokens"]), default="accuracy", show_default=True,
+              help="accuracy: most accurate within budget; tokens: cheapest within --tolerance of that")
+@click.option("--tolerance", default=0.01, show_default=True, help="accuracy slack for --objective tokens (fraction)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="runtime config to write (.yaml or .json)")
+@_search_opts
+@click.option("--json", "as_json", is_flag=True)
+def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: float, out: str, trials: int, seed: int,
+              storage: str | None, study_name: str | None, max_stages: int, scorers: str | None, draws: int,
+              as_json: bool) -> None:
+    """Search under a budget and write a config `sglang-stop run --config` accepts as is."""
+    from advisor.recommend import to_runtime_config
+    from advisor.search import best_under_budget, check_budget, run_study
+    from sglang_stop.config import dump_config
+
+    t0 = time.perf_counter()
+    cs, space, rep = _setup(calib, seed, max_stages, scorers, draws)
+    check_budget(rep, space, budget)
+    cb, close = _progress(not as_json and sys.stderr.isatty())
+    try:
+        study, results = run_study(rep, space, budget=budget, n_trials=trials, seed=seed, storage=storage,
+                                   study_name=study_name, progress=cb)
+    finally:
+        close()
+    best = best_under_budget(results, budget, objective, tolerance)
+    if best is None:
+        low = min(results, key=lambda r: r.tokens)
+        raise UserError(f"--budget {budget:.0f}: no searched config fits; minimum is {low.tokens:.0f} tokens per problem")
+    elapsed = time.perf_counter() - t0
+    cfg = to_runtime_config(best, cs, budget=budget, extra={
+        "objective": objective, "study": study.study_name, "trials": len(study.trials), "seed": seed,
+        "search_seconds": round(elapsed, 2)})
+    dump_config(cfg, out)
+    _emit(as_json, {**best.model_dump(mode="json"), "out": out, "seconds": round(elapsed, 2),
+                    "runtime_config": cfg.model_dump(mode="json")},
+          f"{_line(best)}\nwrote {out} ({len(study.trials)} trials, {elapsed:.1f}s)")
+
+
+@main.command()
+@_calib_opt
+@_search_opts
+@click.option("--exhaustive", is_flag=True, help="replay the whole grid instead of an NSGA-II study")
+@click.option("--json", "as_json", is_flag=True)
+def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, study_name: str | None,
+           max_stages: int, scorers: str | None, draws: int, exhaustive: bool, as_json: bool) -> None:
+    """Accuracy vs tokens trade-off: the non-dominated configs, cheapest first."""
+    from advisor.search import exhaustive as run_grid
+    from advisor.search import pareto_front, run_study
+
+    cs, space, rep = _setup(calib, seed, max_stages, scorers, draws)
+    if exhaustive:
+        results = run_grid(rep, space)
+    else:
+        _, results = run_study(rep, space, budget=None, n_trials=trials, seed=seed, multi_objective=True,
+                               storage=storage, study_name=study_name)
+    front = pareto_front(results)
+    rows = [f"{'tokens/problem':>15}  {'accuracy %':>10}  {'95% interval':>13}  config"]
+    rows += [f"{r.tokens:>15,.0f}  {100 * r.accuracy:>10.1f}  {100 * r.ci_low:>5.1f}-{100 * r.ci_high:<6.1f}  {r.config.label()}"
+             for r in front]
+    _emit(as_json, [r.model_dump(mode="json") for r in front], "\n".join(rows))
+
+
+@main.command()
+@_calib_opt
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write")
+@click.option("--budget", type=float, default=None, help="mark this budget (" + BUDGET_HELP + ")")
+@click.option("--max-stages", default=1, show_default=True)
+@click.option("--draws", default=64, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def plot(calib: tuple[str, ...], out: str, budget: float | None, max_stages: int, draws: int, seed: int, as_json: bool) -> None:
+    """PNG: best replayed accuracy vs budget per scorer, and the Pareto front (exhaustive grid)."""
+    from advisor.plots import plot_results
+    from advisor.search import exhaustive
+
+    cs, space, rep = _setup(calib, seed, max_stages, None, draws)
+    results = exhaustive(rep, space)
+    plot_results(results, out, title=f"{cs.records[0].model_id} on {cs.records[0].task} ({cs.n_problems} problems)",
+                 budget=budget)
+    _emit(as_json, {"out": out, "configs": len(results)}, f"wrote {out} ({len(results)} configs replayed)")
+
+
+@main.command()
+@_calib_opt
+@click.option("--budget", "budgets", type=float, multiple=True, required=True, help=BUDGET_HELP + " (repeatable)")
+@click.option("--holdout", default=0.5, show_default=True, help="fraction of problems held out for judging")
+@click.option("--splits", default=1, show_default=True, help="random train/held-out splits (regret is averaged)")
+@click.option("--trials", default=200, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--max-stages", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, splits: int, trials: int, seed: int,
+           max_stages: int, as_json: bool) -> None:
+    """Benchmark: recommend on training problems, compare with the exhaustive grid's best on held-out ones."""
+    from advisor.validate import holdout_regret
+
+    rows = holdout_regret(_load(calib), list(budgets), holdout=holdout, seed=seed, trials=trials,
+                          max_stages=max_stages, splits=splits)
+    lines = [f"{'split':>5} {'budget':>9} {'rec acc':>8} {'oracle':>7} {'regret':>7} {'tokens':>9} {'secs':>5}  recommended | oracle"]
+    lines += [f"{r.split:>5} {r.budget:>9,.0f} {100 * r.test_accuracy:>8.1f} {100 * r.oracle_accuracy:>7.1f} "
+              f"{r.regret_points:>7.2f} {r.test_tokens:>9,.0f} {r.search_seconds:>5.1f}  {r.recommended} | {r.oracle}"
+              for r in rows]
+    mean = {b: sum(r.regret_points for r in rows if r.budget == b) / splits for b in budgets}
+    lines.append("mean regret (points): " + ", ".join(f"{b:,.0f}: {m:.2f}" for b, m in mean.items())
+                 + f"; overall {sum(mean.values()) / len(mean):.2f}")
+    _emit(as_json, {"rows": [r.model_dump() for r in rows], "mean_regret_points": mean}, "\n".join(lines))
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSONL to write")
+@click.option("--problems", default=30, show_default=True)
+@click.option("--preset", type=click.Choice(["paper", "testbed"]), default="paper", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def synth(out: str, problems: int, preset: str, seed: int, as_json: bool) -> None:
+    """Write a synthetic calibration set (a demo and test fixture; not a measurement)."""
+    from advisor.synthetic import write_synthetic
+
+    n = write_synthetic(out, problems, preset=preset, seed=seed)
+    _emit(as_json, {"out": out, "problems": n, "preset": preset}, f"wrote {n} synthetic problems to {out}")
+
+
+if __name__ == "__main__":
+    main()

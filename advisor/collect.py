@@ -1,0 +1,53 @@
+"""The seam for ``sglang-stop calibrate``: resumable appends of CalibRecord lines.
+
+The runtime runs each problem with N_max paths and no pruning, calls every scorer at every prefix
+length on the paths still running there, and hands the result here as a CalibRecord. Appends are
+one whole line + fsync (sglang_stop.io.JsonlAppender), so a killed run resumes by skipping the
+problems already in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from advisor.calibration import CalibRecord
+from sglang_stop.io import JsonlAppender
+
+
+def done_problem_ids(path: str | Path) -> set[str]:
+    """Problem ids already recorded (complete lines only; a torn tail line is ignored)."""
+    p = Path(path)
+    if not p.is_file():
+        return set()
+    lines = p.read_bytes().split(b"\n")
+    out = set()
+    for raw in lines[:-1]:  # the last chunk is either empty or a torn append
+        if raw.strip():
+            try:
+                out.add(str(json.loads(raw)["problem_id"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # load_calibration reports it with file:line
+    return out
+
+
+class CalibrationWriter:
+    """``with CalibrationWriter(path) as w: if pid not in w.done: w.append(record)``"""
+
+    def __init__(self, path: str | Path) -> None:
+        self.done = done_problem_ids(path)
+        self._app = JsonlAppender(path)
+
+    def append(self, rec: CalibRecord) -> None:
+        CalibRecord.model_validate(rec.model_dump())  # never write a line the loader would reject
+        self._app.append(rec)
+        self.done.add(rec.problem_id)
+
+    def close(self) -> None:
+        self._app.close()
+
+    def __enter__(self) -> CalibrationWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,584 @@
+"""In-process SGLang backend over a Hugging Face causal LM, with continuous batching.
+
+SGLang's frontend runs every forked branch on its own thread and calls ``generate`` once per branch.
+Running those calls one by one would decode N paths serially, so this backend owns the model on a
+single scheduler thread: ``generate`` enqueues a request and waits; the scheduler admits requests
+into one live batch and decodes all rows together, one token per step (as the SGLang server does).
+
+Each branch keeps its token ids and its KV cache. Continuing a branch (after a prune point) feeds
+only tokens that have no KV yet, so a prefix is never re-encoded (``usage().reencoded_tokens``
+counts violations). A fork's children share the parent's prompt KV (tensors are never mutated in
+place: appends build new tensors), and a pruned branch's KV is dropped at once by ``release``.
+
+Invariant: a state's KV covers ``token_ids[:kv_len]``; tokens after ``kv_len`` are pending. If
+``next_logits`` is set, the KV covers all tokens and the next token can be sampled without a forward.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+from sglang.lang.backend.base_backend import BaseBackend
+from sglang.lang.chat_template import get_chat_template
+from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod
+from sglang.lang.ir import SglSamplingParams
+from transformers.cache_utils import DynamicCache
+
+from sglang_stop.backends.base import PrefixKV, TokenUsage
+from sglang_stop.scorers.base import Branch
+
+T = TypeVar("T")
+Past = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+TOP_LOGPROBS = 20  # per generated token, for confidence-style scorers
+
+
+@dataclass
+class BranchState:
+    """One path's tokens, KV and sampling records. Owned by the scheduler thread once shared."""
+
+    token_ids: list[int]
+    prompt_len: int
+    text: str  # the executor's full text after our last generate (prompt + everything)
+    past: Past | None = None  # KV of token_ids[:kv_len]
+    kv_len: int = 0
+    next_logits: torch.Tensor | None = None  # [V] logits after token_ids[-1], if kv_len == len(token_ids)
+    generator: torch.Generator | None = None
+    index: int = -1
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[float]] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    sampled: int = 0  # tokens sampled over all generate calls
+    finished: bool = False  # hit EOS: nothing more to generate
+    finish_reason: str | None = None
+
+    def fork(self) -> BranchState:
+        """A child sharing this state's KV tensors (safe: they are never written in place)."""
+        return BranchState(
+            token_ids=list(self.token_ids),
+            prompt_len=len(self.token_ids),
+            text=self.text,
+            past=self.past,
+            kv_len=self.kv_len,
+            next_logits=self.next_logits,
+        )
+
+
+@dataclass
+class _GenRequest:
+    state: BranchState
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    stop: list[str]
+    stop_token_ids: set[int]
+    ignore_eos: bool
+    future: Future
+    new_ids: list[int] = field(default_factory=list)
+    start_time: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Job:
+    fn: Callable[[], Any]
+    future: Future
+
+
+class _LiveBatch:
+    """The rows decoding together: one padded KV cache, a 2-D attention mask, per-row lengths."""
+
+    def __init__(self) -> None:
+        self.rows: list[_GenRequest] = []
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None  # [B, W] 1 = real token
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, reqs: list[_GenRequest], device: torch.device) -> None:
+        """Left-pad the newcomers' KV (and the batch, if they are longer) to one width and stack."""
+        old_w = 0 if self.mask is None else self.mask.shape[1]
+        new_w = max([old_w] + [r.state.kv_len for r in reqs])
+        layers_k: list[list[torch.Tensor]] = []
+        layers_v: list[list[torch.Tensor]] = []
+        masks: list[torch.Tensor] = []
+        n_layers = len(reqs[0].state.past)  # type: ignore[arg-type]
+        if self.cache is not None and self.mask is not None:
+            pad = new_w - old_w
+            for li in range(n_layers):
+                k, v = self.cache.layers[li].keys, self.cache.layers[li].values
+                layers_k.append([_left_pad(k, pad)])
+                layers_v.append([_left_pad(v, pad)])
+            masks.append(torch.nn.functional.pad(self.mask, (pad, 0)))
+        else:
+            layers_k = [[] for _ in range(n_layers)]
+            layers_v = [[] for _ in range(n_layers)]
+        for r in reqs:
+            past = r.state.past
+            assert past is not None
+            pad = new_w - r.state.kv_len
+            for li in range(n_layers):
+                layers_k[li].append(_left_pad(past[li][0], pad))
+                layers_v[li].append(_left_pad(past[li][1], pad))
+            m = torch.zeros(1, new_w, dtype=torch.long, device=device)
+            m[0, pad:] = 1
+            masks.append(m)
+        self.cache = DynamicCache(
+            ddp_cache_data=[(torch.cat(layers_k[li]), torch.cat(layers_v[li])) for li in range(n_layers)]
+        )
+        self.mask = torch.cat(masks)
+        self.rows.extend(reqs)
+
+    def remove(self, drop: list[int]) -> None:
+        """Drop finished rows, then trim leading columns that are padding in every remaining row."""
+        keep = [i for i in range(len(self.rows)) if i not in set(drop)]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache, self.mask = None, None
+            return
+        assert self.cache is not None and self.mask is not None
+        idx = torch.tensor(keep, device=self.mask.device)
+        mask = self.mask.index_select(0, idx)
+        first = int(mask.any(0).nonzero()[0])
+        self.mask = mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, idx)[:, :, first:]
+            layer.values = layer.values.index_select(0, idx)[:, :, first:]
+
+    def row_past(self, i: int) -> Past:
+        assert self.cache is not None and self.mask is not None
+        sel = self.mask[i].bool()
+        return tuple(
+            (layer.keys[i : i + 1, :, sel].contiguous(), layer.values[i : i + 1, :, sel].contiguous())
+            for layer in self.cache.layers
+        )
+
+
+def _left_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    return x if pad == 0 else torch.nn.functional.pad(x, (0, 0, pad, 0))
+
+
+def _cat_past(a: Past | None, b: Past) -> Past:
+    if a is None:
+        return b
+    return tuple((torch.cat([ak, bk], dim=2), torch.cat([av, bv], dim=2)) for (ak, av), (bk, bv) in zip(a, b))
+
+
+def _cache_to_past(cache: DynamicCache) -> Past:
+    return tuple((layer.keys, layer.values) for layer in cache.layers)
+
+
+class LocalBackend(BaseBackend):
+    """SGLang ``BaseBackend`` running a HF causal LM in this process (CPU or CUDA)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, model_name: str = "local", admit_wait_s: float = 0.002):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.device = next(model.parameters()).device
+        self.chat_template = get_chat_template("default")
+        self.admit_wait_s = admit_wait_s
+        eos = set()
+        for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+            if isinstance(src, int):
+                eos.add(src)
+            elif src:
+                eos.update(int(x) for x in src)
+        self.eos_ids = eos
+        self._states: dict[str, BranchState] = {}  # executor sid -> state
+        self._committed: dict[str, tuple[str, BranchState]] = {}  # executor sid -> (text, state) at fork time
+        self._bindings: dict[str, tuple[int, int]] = {}  # executor sid -> (index, seed)
+        self._lock = threading.Lock()
+        self._usage = TokenUsage()
+        self._queue: queue.Queue[_GenRequest | _Job | None] = queue.Queue()
+        self._batch = _LiveBatch()
+        self.max_batch_seen = 0
+        self._thread = threading.Thread(target=self._loop, name="sglang-stop-scheduler", daemon=True)
+        self._thread.start()
+
+    # ---- sglang BaseBackend -------------------------------------------------------------------
+    def get_model_name(self) -> str:
+        return self.model_name
+
+    def commit_lazy_operations(self, s: Any) -> None:
+        """Called by ``fork``: encode the parent's text once so all children share its KV."""
+        state = self._state_for(s, create=True)
+        self._call(lambda: self._extend(state, keep_last=True))
+        with self._lock:
+            self._committed[s.sid] = (s.text_, state)
+
+    def generate(self, s: Any, sampling_params: SglSamplingParams) -> tuple[str, dict[str, Any]]:
+        sp = sampling_params
+        state = self._state_for(s, create=True)
+        if state.finished:
+            return "", {"completion_tokens": 0, "finish_reason": {"type": state.finish_reason}, "cached_tokens": state.kv_len}
+        stop = [sp.stop] if isinstance(sp.stop, str) else list(sp.stop or [])
+        req = _GenRequest(
+            state=state,
+            max_new_tokens=int(sp.max_new_tokens),
+            temperature=float(sp.temperature),
+            top_p=float(sp.top_p),
+            top_k=int(sp.top_k),
+            stop=stop,
+            stop_token_ids=set(sp.stop_token_ids or ()),
+            ignore_eos=bool(sp.ignore_eos),
+            future=Future(),
+        )
+        cached = state.kv_len
+        self._queue.put(req)
+        text, reason = req.future.result()
+        state.text = s.text_ + text
+        meta = {
+            "prompt_tokens": len(state.token_ids) - len(req.new_ids),
+            "completion_tokens": len(req.new_ids),
+            "cached_tokens": cached,
+            "finish_reason": {"type": reason},
+            "e2e_latency": time.perf_counter() - req.start_time,
+        }
+        return text, meta
+
+    def select(
+        self,
+        s: Any,
+        choices: list[str],
+        temperature: float,
+        choices_method: ChoicesSamplingMethod | None = None,
+    ) -> ChoicesDecision:
+        """Pick the choice with the highest length-normalised logprob given the branch's KV."""
+        state = self._state_for(s, create=True)
+
+        def run() -> list[float]:
+            self._extend(state, keep_last=False)
+            out = []
+            for c in choices:
+                ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    out.append(float("-inf"))
+                    continue
+                assert state.next_logits is not None
+                lp = torch.log_softmax(state.next_logits.float(), -1)[ids[0]].item()
+                if len(ids) > 1:
+                    logits, _ = self._forward(ids[:-1], state.past, state.kv_len)
+                    lps = torch.log_softmax(logits.float(), -1)
+                    lp += sum(lps[j, ids[j + 1]].item() for j in range(len(ids) - 1))
+                out.append(lp / len(ids))
+            return out
+
+        scores = self._call(run)
+        best = max(range(len(choices)), key=lambda i: scores[i])
+        return ChoicesDecision(decision=choices[best], meta_info={"normalized_prompt_logprobs": scores})
+
+    def end_program(self, s: Any) -> None:
+        for exe in s if isinstance(s, list) else [s]:
+            self.release(exe)
+
+    # ---- PathBackend ---------------------------------------------------------------------------
+    def bind_branch(self, exe: Any, *, index: int, seed: int) -> None:
+        with self._lock:
+            self._bindings[exe.sid] = (index, seed)
+
+    def branch_view(self, exe: Any, index: int) -> Branch:
+        st = self._states[exe.sid]
+        gen = st.token_ids[st.prompt_len :]
+        return Branch(
+            index=index,
+            prompt_ids=st.token_ids[: st.prompt_len],
+            generated_ids=gen,
+            text=self.tokenizer.decode(gen, skip_special_tokens=True),
+            logprobs=list(st.logprobs),
+            top_logprobs=list(st.top_logprobs),
+            entropies=list(st.entropies),
+            handle=st,
+            meta={"finished": st.finished, "finish_reason": st.finish_reason, "sampled": st.sampled},
+        )
+
+    def release(self, exe: Any) -> None:
+        with self._lock:
+            self._states.pop(exe.sid, None)
+            self._committed.pop(exe.sid, None)
+            self._bindings.pop(exe.sid, None)
+
+    def usage(self) -> TokenUsage:
+        return self._usage.model_copy()
+
+    def live_branches(self) -> int:
+        with self._lock:
+            return len(self._states)
+
+    # ---- PrefixKVBackend -------------------------------------------------------------------------
+    def with_prefix_kv(self, handles: Sequence[Any], fn: Callable[[Any, list[PrefixKV]], T]) -> T:
+        def run() -> T:
+            kvs = []
+            for st in handles:
+                self._extend(st, keep_last=False)
+                assert st.past is not None
+                kvs.append(PrefixKV(token_ids=list(st.token_ids), past=st.past))
+            return fn(self.model, kvs)
+
+        return self._call(run)
+
+    def call_in_model_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` between decode steps on the thread that owns the model."""
+        return self._call(fn)
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    # ---- states ----------------------------------------------------------------------------------
+    def _encode(self, text: str, first: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=first)["input_ids"])
+
+    def _state_for(self, s: Any, create: bool) -> BranchState:
+        """The executor's branch state, with any text appended since our last generate tokenised."""
+        with self._lock:
+            st = self._states.get(s.sid)
+            if st is None:
+                # A forked child: start from the parent's committed state (longest matching text).
+                base = None
+                for text, cand in self._committed.values():
+                    if s.text_.startswith(text) and (base is None or len(text) > len(base.text)):
+                        base = cand
+                st = base.fork() if base is not None else BranchState(token_ids=[], prompt_len=0, text="")
+                bind = self._bindings.get(s.sid)
+                if bind is not None:
+                    st.index, seed = bind
+                    st.generator = torch.Generator().manual_seed(seed)
+                self._states[s.sid] = st
+        if st.generator is None:
+            st.generator = torch.Generator().manual_seed(torch.seed() % (2**63))
+        if s.text_ != st.text:
+            if s.text_.startswith(st.text):
+                extra = s.text_[len(st.text) :]
+                st.token_ids = st.token_ids + self._encode(extra, first=not st.token_ids)
+                if not st.prompt_len or st.sampled == 0:
+                    st.prompt_len = len(st.token_ids)
+            else:  # text was rewritten under us: start over (counted, should not happen)
+                self._usage.reencoded_tokens += st.kv_len
+                st.token_ids = self._encode(s.text_, first=True)
+                st.prompt_len = len(st.token_ids)
+                st.past, st.kv_len, st.next_logits = None, 0, None
+            st.text = s.text_
+        return st
+
+    # ---- model thread ------------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], T]) -> T:
+        if threading.current_thread() is self._thread:
+            return fn()
+        fut: Future = Future()
+        self._queue.put(_Job(fn, fut))
+        return fut.result()
+
+    @torch.inference_mode()
+    def _forward(self, ids: list[int], past: Past | None, past_len: int) -> tuple[torch.Tensor, Past]:
+        """Batch-1 forward of ``ids`` after ``past``; returns per-position logits and the new full past."""
+        inp = torch.tensor([ids], device=self.device)
+        pos = torch.arange(past_len, past_len + len(ids), device=self.device)[None]
+        cache = DynamicCache(ddp_cache_data=list(past)) if past is not None else DynamicCache()
+        out = self.model(input_ids=inp, position_ids=pos, past_key_values=cache, use_cache=True)
+        self._usage.forward_tokens += len(ids)
+        return out.logits[0], _cache_to_past(out.past_key_values)
+
+    def _extend(self, st: BranchState, keep_last: bool) -> None:
+        """Encode pending tokens (all, or all but the last) into the state's KV."""
+        end = len(st.token_ids) - (1 if keep_last else 0)
+        if end <= st.kv_len:
+            return
+        ids = st.token_ids[st.kv_len : end]
+        logits, past = self._forward(ids, st.past, st.kv_len)
+        self._usage.prompt_tokens += len(ids)
+        st.past, st.kv_len = past, end
+        st.next_logits = None if keep_last else logits[-1]
+
+    def _loop(self) -> None:
+        while True:
+            items: list[_GenRequest | _Job | None] = []
+            if len(self._batch) == 0:
+                items.append(self._queue.get())
+                deadline = time.perf_counter() + self.admit_wait_s
+                while time.perf_counter() < deadline:  # let a fork's sibling calls arrive together
+                    try:
+                        items.append(self._queue.get(timeout=max(0.0, deadline - time.perf_counter())))
+                    except queue.Empty:
+                        break
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            admit: list[_GenRequest] = []
+            for it in items:
+                if it is None:
+                    self._fail_all(RuntimeError("backend shut down"))
+                    return
+                if isinstance(it, _Job):
+                    try:
+                        it.future.set_result(it.fn())
+                    except BaseException as e:  # surface to the caller, keep serving
+                        it.future.set_exception(e)
+                else:
+                    admit.append(it)
+            try:
+                if admit:
+                    self._admit(admit)
+                if len(self._batch):
+                    self._step()
+            except BaseException as e:
+                self._fail_all(e, admit)
+
+    def _fail_all(self, err: BaseException, extra: Sequence[_GenRequest] = ()) -> None:
+        """A model error fails every waiting request (never leaves a caller blocked) and resets the batch."""
+        for r in list(self._batch.rows) + list(extra):
+            if not r.future.done():
+                r.future.set_exception(err)
+        self._batch = _LiveBatch()
+
+    def _admit(self, reqs: list[_GenRequest]) -> None:
+        ready = []
+        for r in reqs:
+            st = r.state
+            pending = len(st.token_ids) - st.kv_len
+            if pending == 0 and st.next_logits is None:
+                # no logits to sample from: recompute the last token (only for an empty state)
+                if not st.token_ids:
+                    r.future.set_exception(ValueError("cannot generate from an empty prompt"))
+                    continue
+                raise AssertionError("state has full KV but no next-token logits")
+            if st.kv_len == 0:
+                # nothing cached yet (e.g. a one-token prompt): encode everything, sample from its logits
+                self._extend(st, keep_last=False)
+                pending = 0
+            if pending > 1:
+                self._extend(st, keep_last=True)
+            elif pending == 0:
+                assert st.next_logits is not None
+                tok = self._sample_rows(st.next_logits[None], [r])[0]
+                st.next_logits = None
+                if self._accept(r, tok):
+                    continue
+            if r.max_new_tokens - len(r.new_ids) <= 0:
+                self._finish(r, "length")
+                continue
+            ready.append(r)
+        if ready:
+            self._batch.add(ready, self.device)
+            self.max_batch_seen = max(self.max_batch_seen, len(self._batch))
+
+    @torch.inference_mode()
+    def _step(self) -> None:
+        b = self._batch
+        assert b.mask is not None and b.cache is not None
+        inp = torch.tensor([[r.state.token_ids[-1]] for r in b.rows], device=self.device)
+        pos = torch.tensor([[r.state.kv_len] for r in b.rows], device=self.device)
+        ones = torch.ones(len(b), 1, dtype=b.mask.dtype, device=self.device)
+        b.mask = torch.cat([b.mask, ones], dim=1)
+        out = self.model(
+            input_ids=inp,
+            attention_mask=b.mask,
+            position_ids=pos,
+            past_key_values=b.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        b.cache = out.past_key_values
+        self._usage.forward_tokens += len(b)
+        for r in b.rows:
+            r.state.kv_len += 1
+        toks = self._sample_rows(out.logits[:, -1], b.rows)
+        done = []
+        for i, (r, tok) in enumerate(zip(b.rows, toks)):
+            if self._accept(r, tok, row=i):
+                done.append(i)
+        if done:
+            b.remove(done)
+
+    def _accept(self, r: _GenRequest, tok: int, row: int | None = None) -> bool:
+        """Append a sampled token; finish the request if it ended. Returns True when finished."""
+        st = r.state
+        st.token_ids.append(tok)
+        r.new_ids.append(tok)
+        st.sampled += 1
+        self._usage.generated_tokens += 1
+        reason = None
+        if not r.ignore_eos and (tok in self.eos_ids or tok in r.stop_token_ids):
+            reason = "stop"
+            st.finished = tok in self.eos_ids
+        elif r.stop and any(x in self.tokenizer.decode(r.new_ids[-16:], skip_special_tokens=True) for x in r.stop):
+            reason = "stop_str"
+        elif len(r.new_ids) >= r.max_new_tokens:
+            reason = "length"
+        if reason is None:
+            return False
+        if row is not None:
+            # keep the KV the batch computed for this row (all tokens but the one just sampled)
+            st.past = self._batch.row_past(row)
+        self._finish(r, reason)
+        return True
+
+    def _finish(self, r: _GenRequest, reason: str) -> None:
+        st = r.state
+        st.finish_reason = reason
+        text = self.tokenizer.decode(r.new_ids, skip_special_tokens=True)
+        if reason == "stop_str":
+            cut = min((text.find(x) for x in r.stop if x in text), default=len(text))
+            text = self._truncate_to_text(r, text[:cut])
+            reason = "stop"
+        r.future.set_result((text, reason))
+
+    def _truncate_to_text(self, r: _GenRequest, text: str) -> str:
+        """Drop sampled tokens past a stop string, so the branch's ids match the text the frontend keeps."""
+        st = r.state
+        keep = len(r.new_ids)
+        while keep > 0 and not text.startswith(self.tokenizer.decode(r.new_ids[:keep], skip_special_tokens=True)):
+            keep -= 1
+        kept_text = self.tokenizer.decode(r.new_ids[:keep], skip_special_tokens=True)
+        drop = len(r.new_ids) - keep
+        base = len(st.token_ids) - drop
+        st.token_ids = st.token_ids[:base] + self._encode(text[len(kept_text) :], first=False)
+        if st.kv_len > base:
+            assert st.past is not None
+            st.past = tuple((k[:, :, :base], v[:, :, :base]) for k, v in st.past)
+            st.kv_len = base
+        st.next_logits = None
+        return text
+
+    def _sample_rows(self, logits: torch.Tensor, rows: Sequence[_GenRequest]) -> list[int]:
+        """Per-row temperature/top-k/top-p sampling with each branch's own generator.
+
+        Also records, per row, the chosen token's logprob, the top-k logprobs and the entropy of the
+        untempered distribution: the inputs of confidence/entropy scorers.
+        """
+        logits = logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        ent = -(logp.exp() * logp).sum(-1)
+        top_lp = logp.topk(min(TOP_LOGPROBS, logp.shape[-1]), dim=-1).values.cpu()
+        out = []
+        for i, r in enumerate(rows):
+            if r.temperature <= 0:
+                tok = int(logits[i].argmax())
+            else:
+                lg = logits[i] / r.temperature
+                k = r.top_k if r.top_k > 0 else lg.shape[-1]
+                vals, idx = lg.topk(min(k, lg.shape[-1]))
+                probs = torch.softmax(vals, -1)
+                if r.top_p < 1.0:
+                    cum = probs.cumsum(-1)
+                    cut = int((cum < r.top_p).sum()) + 1
+                    probs = probs[:cut]
+                    idx = idx[:cut]
+                j = torch.multinomial(probs.cpu(), 1, generator=r.state.generator).item()
+                tok = int(idx[j])
+            st = r.state
+            st.logprobs.append(float(logp[i, tok]))
+            st.top_logprobs.append(top_lp[i].tolist())
+            st.entropies.append(float(ent[i]))
+            out.append(tok)
+        return out

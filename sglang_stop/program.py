@@ -1,0 +1,184 @@
+"""The parallel-reasoning program as an SGLang ``@sgl.function``: fork N paths, generate each prefix,
+call the scoring hook once on all prefixes, keep the best, continue the kept paths, join and vote.
+
+It knows nothing of torch or HTTP: it talks to the backend only through SGLang's frontend
+(``fork``, ``gen``) and the small ``PathBackend`` protocol (seed, view, release a branch), so the
+same program runs in-process and against a server.
+
+Rules shared with the advisor's offline replay (advisor/replay.py):
+- A path that ends (EOS) before a prune point is complete: it is not scored, costs nothing more,
+  and votes. Each stage keeps ``stage.kept(#unfinished)`` of the paths still running.
+- Tokens = every sampled token of every path (prefixes of pruned paths included).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import sglang as sgl
+from pydantic import BaseModel, Field
+
+from sglang_stop.aggregate import majority_vote
+from sglang_stop.config import RuntimeConfig
+from sglang_stop.scorers.base import ScoreContext, Scorer
+
+
+class PathRecord(BaseModel):
+    index: int
+    text: str
+    answer: str | None
+    tokens: int  # sampled tokens of this path
+    finished: bool  # ended with EOS (vs cut by length or pruned)
+    pruned_at: int | None = None  # stage index where it was pruned
+    stopped_by_consensus: bool = False
+    scores: list[float] = Field(default_factory=list)  # one per stage it was scored at
+
+
+class ProgramResult(BaseModel):
+    answer: str | None
+    tokens: int
+    paths: list[PathRecord]
+    votes: dict[str, float]
+
+
+def branch_seed(seed: int, problem_key: str, index: int) -> int:
+    """A stable per-path seed: path i of a problem samples the same prefix in pruned and unpruned runs."""
+    import hashlib
+
+    h = hashlib.blake2b(f"{seed}|{problem_key}|{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def _gen(name: str, cfg: RuntimeConfig, max_tokens: int) -> Any:
+    sp = cfg.sampling
+    return sgl.gen(
+        name,
+        max_tokens=max_tokens,
+        temperature=sp.temperature,
+        top_p=sp.top_p,
+        top_k=sp.top_k,
+        stop=list(sp.stop) or None,
+    )
+
+
+def _run_segment(states: list[Any], name: str, cfg: RuntimeConfig, max_tokens: int) -> None:
+    for st in states:
+        st += _gen(name, cfg, max_tokens)
+    for st in states:
+        st.stream_executor.sync()
+        if st.stream_executor.error_ is not None:
+            raise st.stream_executor.error_
+
+
+@sgl.function
+def parallel_reasoning(
+    s: Any,
+    prompt: str,
+    cfg: RuntimeConfig,
+    scorer: Scorer,
+    extract_answer: Callable[[str], str | None],
+    problem_key: str = "",
+    question: str | None = None,
+) -> ProgramResult:
+    backend = s.stream_executor.backend
+    s += prompt
+    # fork() only commits the shared prompt (one encode for all children) if it sees the text;
+    # the frontend checks before its worker has applied `s += prompt`, so sync first.
+    s.stream_executor.sync()
+    group = s.fork(cfg.n)
+    states = list(group.states)
+    for i, st in enumerate(states):
+        backend.bind_branch(st.stream_executor, index=i, seed=branch_seed(cfg.seed, problem_key, i))
+    index_of = {id(st): i for i, st in enumerate(states)}
+    records: dict[int, PathRecord] = {}
+    rng = random.Random(branch_seed(cfg.seed, problem_key, -1))
+
+    def view(st: Any) -> Any:
+        return backend.branch_view(st.stream_executor, index_of[id(st)])
+
+    def close(st: Any, **kw: Any) -> None:
+        v = view(st)
+        rec = records.setdefault(v.index, PathRecord(index=v.index, text="", answer=None, tokens=0, finished=False))
+        rec.text = v.text
+        rec.tokens = int(v.meta["sampled"])
+        rec.finished = bool(v.meta["finished"])
+        rec.answer = extract_answer(v.text)
+        for k, val in kw.items():
+            setattr(rec, k, val)
+        st.stream_executor.end()  # frees the branch's KV (backend.end_program -> release)
+
+    running = states
+    done: list[Any] = []
+    generated = 0
+    max_new = cfg.sampling.max_new_tokens
+    last_scores: dict[int, float] = {}
+    for si, stage in enumerate(cfg.stages if scorer.prunes else []):
+        _run_segment(running, f"seg{si}", cfg, stage.prefix_len - generated)
+        generated = stage.prefix_len
+        views = [view(st) for st in running]
+        still = [(st, v) for st, v in zip(running, views) if not v.meta["finished"]]
+        done += [st for st, v in zip(running, views) if v.meta["finished"]]
+        if not still:
+            running = []
+            break
+        ctx = ScoreContext(
+            backend=backend, rng=rng, stage=si, prefix_len=stage.prefix_len, question=question, problem_key=problem_key
+        )
+        scores = scorer.score([v for _, v in still], ctx)
+        if len(scores) != len(still):
+            raise RuntimeError(f"scorer {scorer.name!r} returned {len(scores)} scores for {len(still)} paths")
+        for (_, v), sc in zip(still, scores):
+            records.setdefault(v.index, PathRecord(index=v.index, text="", answer=None, tokens=0, finished=False))
+            records[v.index].scores.append(float(sc))
+            last_scores[v.index] = float(sc)
+        k = stage.kept(len(still))
+        order = sorted(range(len(still)), key=lambda j: (-scores[j], still[j][1].index))
+        keep = {j for j in order[:k]}
+        running = []
+        for j, (st, _) in enumerate(still):
+            if j in keep:
+                running.append(st)
+            else:
+                close(st, pruned_at=si)
+
+    remaining = max_new - generated
+    if running and remaining > 0:
+        if cfg.consensus is None:
+            _run_segment(running, "rest", cfg, remaining)
+        else:
+            chunk = 0
+            while running and remaining > 0:
+                step = min(cfg.consensus.chunk_tokens, remaining)
+                _run_segment(running, f"rest{chunk}", cfg, step)
+                remaining -= step
+                chunk += 1
+                views = [view(st) for st in running]
+                done += [st for st, v in zip(running, views) if v.meta["finished"]]
+                running = [st for st, v in zip(running, views) if not v.meta["finished"]]
+                answers = [extract_answer(view(st).text) for st in done]
+                counts: dict[str, int] = {}
+                for a in answers:
+                    if a is not None:
+                        counts[a] = counts.get(a, 0) + 1
+                if counts and max(counts.values()) >= cfg.consensus.votes:
+                    for st in running:
+                        close(st, stopped_by_consensus=True)
+                    running = []
+    for st in running + done:
+        close(st)
+
+    paths = [records[i] for i in sorted(records)]
+    voters = [p for p in paths if p.pruned_at is None and not p.stopped_by_consensus]
+    answers = [p.answer for p in voters]
+    weights = None
+    if cfg.aggregation.method == "weighted" and last_scores:
+        mean = sum(last_scores.values()) / len(last_scores)
+        weights = [last_scores.get(p.index, mean) for p in voters]
+    answer = majority_vote(answers, weights)
+    votes: dict[str, float] = {}
+    for a, w in zip(answers, weights or [1.0] * len(answers)):
+        if a is not None:
+            votes[a] = votes.get(a, 0.0) + w
+    return ProgramResult(answer=answer, tokens=sum(p.tokens for p in paths), paths=paths, votes=votes)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advisor.calibration import CalibRecord, load_calibration
+from advisor.synthetic import synthetic_records, write_synthetic
+from sglang_stop.errors import UserError
+
+
+def _record(**over) -> dict:
+    rec = {
+        "schema_version": 1, "problem_id": "p0", "task": "t", "model_id": "m", "n_max": 2,
+        "prefix_lens": [10, 20], "scorers": ["s"], "sampling": {"max_new_tokens": 64},
+        "paths": [
+            {"answer": "A", "correct": True, "length": 30, "scores": {"s": {"10": 0.5, "20": 0.6}}},
+            {"answer": None, "correct": False, "length": 5, "scores": {"s": {"10": 0.1, "20": 0.1}}},
+        ],
+    }
+    rec.update(over)
+    return rec
+
+
+def _write(path, recs) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_roundtrip_synthetic(tmp_path):
+    f = tmp_path / "c.jsonl"
+    write_synthetic(f, 5, preset="testbed", seed=3)
+    cs = load_calibration(f)
+    assert cs.n_problems == 5 and cs.n_max == 16 and cs.prefix_lens == [32, 64, 96, 128]
+    assert set(cs.scores) == {"stop", "confidence", "entropy"}
+    assert cs.scores["stop"].shape == (5, 16, 4)
+    assert synthetic_records(5, preset="testbed", seed=3)[0] == cs.records[0]  # seeded
+
+
+def test_string_prefix_keys_accepted(tmp_path):
+    f = tmp_path / "c.jsonl"
+    _write(f, [_record()])
+    cs = load_calibration(f)
+    assert cs.scores["s"][0, 0].tolist() == [0.5, 0.6]
+    assert cs.answers[0].tolist() == [0, -1]
+
+
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("{not json", r"c.jsonl:2: invalid JSON"),
+        (json.dumps(_record(problem_id="p1", n_max=0)), r"c.jsonl:2: n_max"),
+        (json.dumps({k: v for k, v in _record(problem_id="p1").items() if k != "task"}), r"c.jsonl:2: task: Field required"),
+        (json.dumps(_record(problem_id="p1", paths=[{"answer": "A", "correct": True, "length": 30, "scores": {"s": {"10": 1.0}}}])),
+         r"c.jsonl:2: .*paths.0.scores.s: missing prefix_len 20"),
+        (json.dumps(_record(problem_id="p1", prefix_lens=[20, 10])), r"c.jsonl:2: prefix_lens"),
+        (json.dumps(_record()), r"c.jsonl:2: duplicate problem_id 'p0' \(first at .*c.jsonl:1\)"),
+        (json.dumps(_record(problem_id="p1", prefix_lens=[10])), r"c.jsonl:2: prefix_lens \[10\] differ"),
+    ],
+)
+def test_malformed_line_names_file_and_line(tmp_path, line, match):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps(_record()) + "\n" + line + "\n")
+    with pytest.raises(UserError, match=match):
+        load_calibration(f)
+
+
+def test_partial_tail_is_ignored_and_blank_lines_counted(tmp_path):
+    f = tmp_path / "c.jsonl"
+    f.write_text("\n" + json.dumps(_record()) + "\n" + '{"schema_version": 1, "probl')
+    assert load_calibration(f).n_problems == 1
+    f.write_text("\n\n" + json.dumps(_record(n_max=1)) + "\n")
+    with pytest.raises(UserError, match=r"c.jsonl:3: .*exceed n_max"):
+        load_calibration(f)
+
+
+def test_record_model_rejects_virtual_scorer_and_nan():
+    with pytest.raises(ValueError, match="needs no recorded scores"):
+        CalibRecord.model_validate(_record(scorers=["random"]))
+    bad = _record()
+    bad["paths"][0]["scores"]["s"]["10"] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        CalibRecord.model_validate(bad)
+
+
+def test_writer_resumes_and_drops_torn_tail(tmp_path):
+    from advisor.collect import CalibrationWriter
+
+    f = tmp_path / "c.jsonl"
+    recs = synthetic_records(3, preset="testbed", seed=0)
+    with CalibrationWriter(f) as w:
+        w.append(recs[0])
+    with open(f, "ab") as fh:
+        fh.write(b'{"schema_version": 1, "problem_id": "synthetic-0001", "ta')  # killed mid-append
+    with CalibrationWriter(f) as w:
+        assert w.done == {"synthetic-0000"}
+        for r in recs:
+            if r.problem_id not in w.done:
+                w.append(r)
+    assert [r.problem_id for r in load_calibration(f).records] == ["synthetic-0000", "synthetic-0001", "synthetic-0002"]

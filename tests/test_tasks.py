@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from sglang_stop.errors import UserError
+from sglang_stop.tasks import (
+    MixTask,
+    Problem,
+    ReasoningGymTask,
+    answers_match,
+    extract_answer,
+    load_task,
+    normalize_answer,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("4 - 1 = 3\nThe answer is 3.", "3"),
+        ("The answer is 5. Wait, 2+4=6. The answer is 6", "6"),  # last occurrence wins
+        ("so 3+4=7. The answer is **7**.", "7"),
+        ("The answer is: -12", "-12"),
+        ("The answer is 1,234 apples.", "1234"),
+        ("The answer is +03.0.", "3"),
+        ("The answer is 5, which is odd.", "5"),
+        ("The answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+        ("thus \\boxed{\\frac{3}{4}} done", "\\frac{3}{4}"),
+        ("The answer is 4. Finally \\boxed{5}", "5"),  # boxed comes later
+        ("Answer: 42", "42"),
+        ("We get 12 and then 15", "15"),  # last-number fallback
+        ("no digits here", None),
+        ("The answer is", None),
+    ],
+)
+def test_extract_answer(text: str, want: str | None) -> None:
+    assert extract_answer(text) == want
+
+
+def test_extract_without_fallback() -> None:
+    assert extract_answer("We get 12 and then 15", last_number_fallback=False) is None
+
+
+def test_normalize_and_match() -> None:
+    assert normalize_answer(" 1,000. ") == "1000"
+    assert normalize_answer("1,2") == "1,2"  # not a thousands separator: left alone
+    assert answers_match("0.5", "\\frac{1}{2}")
+    assert answers_match("\\dfrac{1}{2}", "1/2")
+    assert answers_match("1,000", "1000.0")
+    assert answers_match("90^\\circ", "90")
+    assert not answers_match("5", "6")
+    assert not answers_match(None, "6")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["chain_sum:min_terms=2,max_terms=3,min_digits=1,max_digits=2", "basic_arithmetic:min_terms=2,max_terms=2"],
+)
+def test_rg_scoring_agrees_with_extraction(spec: str) -> None:
+    task = load_task(spec)
+    probs = task.problems(20, seed=3)
+    assert len(probs) == 20 and len({p.id for p in probs}) == 20
+    for p in probs:
+        right = f"Let me compute step by step.\nThe answer is {p.answer}."
+        wrong = f"The answer is {int(p.answer) + 1}."
+        assert task.check(p, right) == (normalize_answer(p.answer), True)
+        assert task.check(p, wrong)[1] is False
+        assert task.is_correct(p, None) is False
+    # reasoning-gym's own score_answer, not ours: chain_sum tolerates '+01,000'-style answers
+    p = load_task("chain_sum").problems(1, 0)[0]
+    assert load_task("chain_sum").is_correct(p, "+" + p.answer) == (not p.answer.startswith("-"))
+
+
+def test_rg_problems_are_seeded_and_roundtrip() -> None:
+    task = load_task("gsm_symbolic")
+    a, b, c = task.problems(3, 1), task.problems(3, 1), task.problems(3, 2)
+    assert [p.question for p in a] == [p.question for p in b] != [p.question for p in c]
+    p = Problem.model_validate_json(a[0].model_dump_json())  # survives a JSONL record
+    assert task.is_correct(p, p.answer) and not task.is_correct(p, "-1")
+
+
+def test_rg_kwargs_parsing() -> None:
+    t = load_task("basic_arithmetic:min_terms=2,max_terms=2,operators=+|*,allow_negation=false")
+    assert isinstance(t, ReasoningGymTask)
+    assert t.kwargs == {"min_terms": 2, "max_terms": 2, "operators": ["+", "*"], "allow_negation": False}
+    assert all(" - " not in p.question and "/" not in p.question for p in t.problems(20, 0))
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("no_such_task", r"unknown task 'no_such_task' \(known: default, .*chain_sum"),
+        ("chain_sum:bogus=1", r"task 'chain_sum:bogus=1': bad dataset options: .*bogus"),
+        ("chain_sum:min_terms=5,max_terms=2", "max_terms must be >= min_terms"),
+        ("chain_sum:min_terms", "expected key=value"),
+        ("mmath:aime1999", r"unknown task 'mmath:aime1999' \(known subsets"),
+        ("missing.jsonl", "missing.jsonl: task file not found"),
+        ("mix:default", "do not nest"),
+    ],
+)
+def test_bad_specs(spec: str, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        load_task(spec)
+
+
+def test_mix_interleaves_and_dispatches() -> None:
+    t = load_task("mix:chain_sum:min_terms=2,max_terms=2,basic_arithmetic")
+    assert isinstance(t, MixTask) and len(t.components) == 2
+    assert t.components[0].kwargs == {"min_terms": 2, "max_terms": 2}
+    probs = t.problems(5, 0)
+    assert [p.source.split(":")[0] for p in probs] == ["chain_sum", "basic_arithmetic"] * 2 + ["chain_sum"]
+    for p in probs:
+        assert t.is_correct(p, normalize_answer(p.answer))
+    alien = probs[0].model_copy(update={"source": "gsm_symbolic"})
+    with pytest.raises(UserError, match="not part of"):
+        t.is_correct(alien, "1")
+
+
+def test_default_task() -> None:
+    t = load_task("default")
+    assert t.spec == "default" and t.chat_template
+    assert "The answer is N" in t.default_prompt and "step by step" in t.default_prompt
+    probs = t.problems(40, 0)
+    assert len(probs) == 40
+    for p in probs:  # 2 terms, 1 digit, no division
+        assert "/" not in p.question
+        assert abs(int(p.answer)) <= 81
+    assert t.format_prompt("Q?").endswith("\n\nQ?")
+
+
+def test_jsonl_task(tmp_path: Path) -> None:
+    f = tmp_path / "probs.jsonl"
+    rows = [{"question": "1+1?", "answer": 2}, {"question": "half?", "answer": "\\frac{1}{2}", "id": "h", "lvl": 3}]
+    f.write_text("\n".join(json.dumps(r) for r in rows))  # no trailing newline: last line still read
+    t = load_task(str(f))
+    probs = t.problems(10, seed=99)
+    assert [p.id for p in probs] == ["probs/0", "h"] and probs[1].metadata == {"lvl": 3}
+    assert t.is_correct(probs[0], extract_answer("so the answer is 2.0"))
+    assert t.is_correct(probs[1], extract_answer("The answer is 0.5"))
+    assert not t.is_correct(probs[1], "0.25")
+    assert len(t.problems(1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [
+        (['{"question": "a", "answer": "1"}', "{not json"], r"bad\.jsonl:2: invalid JSON"),
+        (['{"question": "a", "answer": "1"}', "", '{"answer": "1"}'], r"bad\.jsonl:3: question"),
+        (['{"question": "a", "answer": null}'], r"bad\.jsonl:1: answer"),
+        (['{"question": "a", "answer": 1, "id": 1}', '{"question": "b", "answer": 2, "id": "1"}'], "duplicate id '1'"),
+        ([""], "no problems"),
+    ],
+)
+def test_jsonl_errors_name_file_line(tmp_path: Path, lines: list[str], match: str) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=match):
+        load_task(str(f))
+
+
+def test_mmath() -> None:
+    t = load_task("mmath:aime2024")
+    probs = t.problems(100)
+    assert len(probs) == 30 and probs[0].answer == "204"
+    assert "\\boxed{}" in t.format_prompt("x")
+    assert t.is_correct(probs[0], extract_answer("... so \\boxed{204}"))
+    assert len(load_task("MMATH:all".lower()).problems(10_000)) == 374
+
+
+def _fake_testbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def make_problems(n: int, seed: int) -> list[dict]:
+        return [{"id": f"t{i}", "question": "Q4-8-8=", "answer": "-12"} for i in range(n)]
+
+    pkg = types.ModuleType("sglang_stop.testbed")
+    pkg.__path__ = []  # type: ignore[attr-defined]
+    mod = types.ModuleType("sglang_stop.testbed.data")
+    mod.__spec__ = importlib.machinery.ModuleSpec("sglang_stop.testbed.data", None)
+    mod.make_problems = make_problems  # type: ignore[attr-defined]
+    pkg.data = mod  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sglang_stop.testbed", pkg)
+    monkeypatch.setitem(sys.modules, "sglang_stop.testbed.data", mod)
+
+
+def test_testbed_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_testbed(monkeypatch)
+    t = load_task("testbed")
+    assert t.chat_template is False and t.format_prompt("Q4-8-8=") == "Q4-8-8="
+    p = t.problems(2, 0)[0]
+    assert t.check(p, "4-8=-4;-4-8=-12;A-12") == ("-12", True)
+    assert t.check(p, "4-8=-4;-4-8=-11;A-11") == ("-11", False)
+    assert t.check(p, "4-8=-4;-4-8=") == (None, False)
+
+
+def test_testbed_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sglang_stop.testbed.data", None)
+    with pytest.raises(UserError, match="testbed.*not available"):
+        load_task("testbed")
+
+
+def test_real_testbed_module_if_present() -> None:
+    pytest.importorskip("sglang_stop.testbed.data")
+    t = load_task("testbed")
+    for p in t.problems(5, 0):
+        assert p.question.startswith("Q") and p.question.endswith("=")
+        assert t.is_correct(p, t.extract_answer(f"whatever;A{p.answer}"))
