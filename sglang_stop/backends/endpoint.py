@@ -36,7 +36,9 @@ class BranchState:
     seed: int | None = None
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[float]] = field(default_factory=list)
-    generated_text: str = ""
+    sampled: int = 0  # tokens sampled over all generate calls
+    finished: bool = False  # hit EOS / a stop token: nothing more to generate
+    finish_reason: str | None = None
 
 
 class StopEndpoint(RuntimeEndpoint):
@@ -45,7 +47,8 @@ class StopEndpoint(RuntimeEndpoint):
         self.adapter = adapter
         self._session = requests.Session()
         self._lock = threading.Lock()
-        self._states: dict[int, BranchState] = {}  # id(executor) -> state
+        self._states: dict[str, BranchState] = {}  # executor sid -> state
+        self._tokenizer: Any = None
         self._usage = TokenUsage()
         try:
             super().__init__(base_url.rstrip("/"), **kwargs)
@@ -71,7 +74,7 @@ class StopEndpoint(RuntimeEndpoint):
         """The executor's state, brought up to date with text the program appended since last time."""
         s = _executor(s)
         with self._lock:
-            st = self._states.get(id(s))
+            st = self._states.get(s.sid)
             if st is None:  # a fork child or a new program: start from the longest known prefix text
                 parent = max(
                     (p for p in self._states.values() if s.text_.startswith(p.text)),
@@ -80,16 +83,16 @@ class StopEndpoint(RuntimeEndpoint):
                 )
                 st = BranchState()
                 if parent is not None:
-                    st.text, st.ids, st.prompt_len = parent.text, list(parent.ids), parent.prompt_len
-                    st.index, st.seed = parent.index, parent.seed
-                self._states[id(s)] = st
+                    st.text, st.ids = parent.text, list(parent.ids)
+                    st.prompt_len = len(st.ids)
+                self._states[s.sid] = st
         if not s.text_.startswith(st.text):
             raise RuntimeError("branch text was rewritten; StopEndpoint only supports appending")
         extra = s.text_[len(st.text) :]
         if extra:
             st.ids += self.tokenize(extra, add_special_tokens=not st.ids)
             st.text = s.text_
-            if not st.logprobs:
+            if not st.sampled:
                 st.prompt_len = len(st.ids)
         return st
 
@@ -104,7 +107,9 @@ class StopEndpoint(RuntimeEndpoint):
     def generate(self, s: Any, sampling_params: Any):
         self._handle_dtype_to_regex(sampling_params)
         st = self._state(s)
-        known, first = len(st.ids), not st.logprobs
+        if st.finished:
+            return "", {"completion_tokens": 0, "finish_reason": {"type": st.finish_reason}, "cached_tokens": 0}
+        known, first = len(st.ids), not st.sampled
         sp = {**sampling_params.to_srt_kwargs()}
         if st.seed is not None and sp.get("temperature", 1.0) > 0:
             sp["sampling_seed"] = st.seed
@@ -117,22 +122,61 @@ class StopEndpoint(RuntimeEndpoint):
         }
         obj = self._post("/generate", body)
         meta = obj["meta_info"]
+        text = obj["text"]
         out_ids = list(obj.get("output_ids") or [])
+        reason = meta.get("finish_reason") or {}
+        matched = reason.get("matched")
+        if isinstance(matched, str):  # a stop string: the server trimmed the text, not the ids
+            out_ids = self._ids_for_text(out_ids, text)
+        elif reason.get("type") == "stop":
+            st.finished = True
+        st.finish_reason = reason.get("type")
         st.ids += out_ids
-        st.text = s.text_ + obj["text"]
-        st.generated_text += obj["text"]
-        st.logprobs += [float(t[0]) for t in meta.get("output_token_logprobs") or []]
-        st.top_logprobs += [[float(x[0]) for x in row or []] for row in meta.get("output_top_logprobs") or []]
+        st.text = s.text_ + text
+        st.sampled += len(obj.get("output_ids") or [])
+        st.logprobs += [float(t[0]) for t in meta.get("output_token_logprobs") or []][: len(out_ids)]
+        st.top_logprobs += [[float(x[0]) for x in row or []] for row in meta.get("output_top_logprobs") or []][
+            : len(out_ids)
+        ]
         cached = int(meta.get("cached_tokens", 0))
         with self._lock:
             u = self._usage
-            u.generated_tokens += len(out_ids)
+            u.generated_tokens += len(obj.get("output_ids") or [])
             u.forward_tokens += max(0, known - cached) + len(out_ids)
             if first:
                 u.prompt_tokens += max(0, known - cached)
             else:  # all but the last sampled token already had KV in this branch
                 u.reencoded_tokens += max(0, (known - 1) - cached)
-        return obj["text"], meta
+        return text, meta
+
+    def _ids_for_text(self, ids: list[int], text: str) -> list[int]:
+        """Longest prefix of ``ids`` that decodes into ``text``, plus the rest of ``text`` tokenised."""
+        tok = self.tokenizer
+        keep = len(ids)
+        while keep > 0 and not text.startswith(tok.decode(ids[:keep], skip_special_tokens=True)):
+            keep -= 1
+        rest = text[len(tok.decode(ids[:keep], skip_special_tokens=True)) :]
+        return ids[:keep] + self.tokenize(rest, add_special_tokens=False)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The served model's tokenizer (chat template, decoding), loaded from the path the server reports."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            path = self.model_info.get("tokenizer_path") or self.model_info["model_path"]
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(path)
+            except Exception as e:
+                raise UserError(f"cannot load the server's tokenizer {path!r} here: {e}") from None
+        return self._tokenizer
+
+    def end_program(self, s: Any) -> None:
+        for exe in s if isinstance(s, list) else [s]:
+            self.release(exe)
+
+    def shutdown(self) -> None:
+        self._session.close()
 
     # ---- PathBackend ----
     def bind_branch(self, exe: Any, *, index: int, seed: int) -> None:
@@ -146,17 +190,18 @@ class StopEndpoint(RuntimeEndpoint):
             index=index,
             prompt_ids=st.ids[: st.prompt_len],
             generated_ids=gen,
-            text=st.generated_text,
+            text=self.tokenizer.decode(gen, skip_special_tokens=True),
             logprobs=list(st.logprobs),
             top_logprobs=[list(r) for r in st.top_logprobs],
             entropies=[_topk_entropy(r) for r in st.top_logprobs],
             handle=st,
+            meta={"finished": st.finished, "finish_reason": st.finish_reason, "sampled": st.sampled},
         )
 
     def release(self, exe: Any) -> None:
         """Forget the branch; its KV stays in the radix cache as evictable (LRU) until memory is needed."""
         with self._lock:
-            self._states.pop(id(_executor(exe)), None)
+            self._states.pop(_executor(exe).sid, None)
 
     def usage(self) -> TokenUsage:
         with self._lock:

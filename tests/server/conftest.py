@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 
 import tiny  # noqa: E402
 
-START_TIMEOUT_S = float(os.environ.get("SGLANG_STOP_SERVER_START_TIMEOUT", "480"))
+START_TIMEOUT_S = float(os.environ.get("SGLANG_STOP_SERVER_START_TIMEOUT", "400"))
 
 
 def server_python() -> Path:

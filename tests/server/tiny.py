@@ -26,12 +26,24 @@ CORPUS = [
 ]
 
 
+# Qwen2's own pre-tokenizer: transformers 5 rebuilds a qwen2 model's tokenizer with it (Qwen2Tokenizer), while
+# sglang restores tokenizer.json's; with anything else the server and the frontend would tokenise differently.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
 def make_tokenizer(out: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,
@@ -68,7 +80,7 @@ def make_model(out: Path, seed: int = 0) -> Path:
         bos_token_id=tok.eos_token_id,
         pad_token_id=tok.eos_token_id,
     )
-    cfg.torch_dtype = "float32"
+    cfg.dtype = "float32"
     model = Qwen2ForCausalLM(cfg).eval()
     with torch.no_grad():  # visible logits spread, so greedy answers depend on the weights
         model.lm_head.weight.mul_(20.0)
