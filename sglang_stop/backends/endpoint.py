@@ -22,7 +22,7 @@ from sglang_stop.backends.base import TokenUsage
 from sglang_stop.errors import UserError
 from sglang_stop.scorers.base import Branch
 
-TOP_LOGPROBS = 5
+TOP_LOGPROBS = 20  # as LocalBackend records; confidence-style scorers read them
 
 
 @dataclass
