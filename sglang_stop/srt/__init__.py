@@ -1,0 +1,1 @@
+"""Code that runs inside an SGLang server: the plugin (radix namespace, /stop/score) and the converter."""

@@ -1,0 +1,230 @@
+"""Convert a STOP checkpoint (the authors' release layout) into a LoRA adapter SGLang's LoRA manager loads.
+
+The [STOP] vector is the one thing stock SGLang cannot take as-is: its LoRA "added tokens" path raises
+NotImplementedError in 0.5.23, and ``input_embeds`` requests bypass the radix cache. So the vector rides
+in the adapter as an ``embed_tokens`` LoRA delta on one reserved token id (a padded embedding row no
+tokenizer string maps to): ``A[0, id] = 1``, ``B[:, 0] = (v - E[id]) / scaling``. With the adapter active,
+``E[id] + scaling * B @ A[:, id] == v``; every other token (A column 0) and every base request is unchanged.
+
+Output directory (what ``--lora-paths stop=DIR`` points at)::
+
+    adapter_config.json        the checkpoint's, with embed_tokens added to target_modules
+    adapter_model.safetensors  the checkpoint's LoRA weights + the embed_tokens delta (fp32)
+    stop/config.json           StopAdapterConfig: the reserved id, k, hidden size
+    stop/head.safetensors      the classifier head (weight [2, H], bias [2]), applied server-side
+
+``stop/`` is a subfolder so SGLang's adapter loader (which reads top-level ``*.safetensors``) never sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sglang_stop.errors import UserError
+
+FORMAT = "sglang-stop-adapter/1"
+STOP_SUBDIR = "stop"
+EMBED_A = "base_model.model.model.embed_tokens.lora_embedding_A"
+EMBED_B = "base_model.model.model.embed_tokens.lora_embedding_B"
+
+
+class StopAdapterConfig(BaseModel):
+    """``stop/config.json``: what the server plugin needs beyond the LoRA weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = FORMAT
+    stop_token_id: int = Field(..., ge=0, description="reserved id whose LoRA embedding is the [STOP] vector")
+    num_stop_tokens: int = Field(..., ge=1, description="k: [STOP] tokens appended to each prefix")
+    hidden_size: int = Field(..., ge=1)
+    vocab_size: int = Field(..., ge=1, description="the base model's embedding rows")
+    positive_label: int = Field(1, ge=0, le=1, description="softmax column that is p(good)")
+
+
+def is_stop_adapter(path: str | Path) -> bool:
+    return (Path(path) / STOP_SUBDIR / "config.json").is_file()
+
+
+def load_stop_adapter(path: str | Path) -> tuple[StopAdapterConfig, torch.Tensor, torch.Tensor]:
+    """(config, head weight [2, H] fp32, head bias [2] fp32) of a converted adapter directory."""
+    from safetensors.torch import load_file
+
+    d = Path(path) / STOP_SUBDIR
+    cfg = StopAdapterConfig.model_validate_json((d / "config.json").read_text())
+    head = load_file(str(d / "head.safetensors"))
+    w, b = head["weight"].float(), head["bias"].float()
+    if tuple(w.shape) != (2, cfg.hidden_size) or tuple(b.shape) != (2,):
+        raise UserError(f"{d / 'head.safetensors'}: head shape {tuple(w.shape)} does not match hidden {cfg.hidden_size}")
+    return cfg, w, b
+
+
+def _adapter_dir(ckpt: Path) -> Path:
+    for cand in (ckpt / "adapter" / "classifier", ckpt / "adapter", ckpt):
+        if (cand / "adapter_config.json").is_file():
+            return cand
+    raise UserError(f"{ckpt}: no adapter_config.json under adapter/classifier/ or adapter/")
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _adapter_weights(adir: Path) -> dict[str, torch.Tensor]:
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (adir / name).is_file():
+            return _load_tensors(adir / name)
+    raise UserError(f"{adir}: no adapter_model.safetensors or adapter_model.bin")
+
+
+def _base_embedding_row(model_dir: Path, row: int) -> torch.Tensor:
+    """One row of the base model's input embedding, read lazily from its safetensors shards."""
+    from safetensors import safe_open
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{model_dir}: no *.safetensors weights (the converter reads the embedding row)")
+    for f in files:
+        with safe_open(str(f), framework="pt") as sf:
+            for key in sf.keys():
+                if key.endswith("embed_tokens.weight"):
+                    return sf.get_slice(key)[row : row + 1].float()[0]
+    raise UserError(f"{model_dir}: no '*embed_tokens.weight' tensor found")
+
+
+def _tokenizer_size(model_dir: Path, ckpt: Path) -> int:
+    """Ids below this map to tokenizer strings; the [STOP] id must be at or above it."""
+    from transformers import AutoTokenizer
+
+    sizes = [len(AutoTokenizer.from_pretrained(model_dir))]
+    if (ckpt / "tokenizer").is_dir():  # the authors' tokenizer adds "[ASSESS]": keep clear of it too
+        sizes.append(len(AutoTokenizer.from_pretrained(ckpt / "tokenizer")))
+    return max(sizes)
+
+
+def _stop_vector(ckpt: Path) -> torch.Tensor:
+    p = ckpt / "assess_token_embedding.pth"
+    if not p.is_file():
+        raise UserError(f"{ckpt}: missing assess_token_embedding.pth")
+    obj: Any = torch.load(p, map_location="cpu", weights_only=True)
+    vec = obj.get("input_embedding") if isinstance(obj, dict) else obj
+    if not isinstance(vec, torch.Tensor):
+        raise UserError(f"{p}: expected a tensor or a dict with 'input_embedding'")
+    return vec.float().reshape(-1)
+
+
+def convert_checkpoint(
+    ckpt_dir: str | Path,
+    base_model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    stop_token_id: int | None = None,
+    num_stop_tokens: int | None = None,
+) -> StopAdapterConfig:
+    """Write the SGLang adapter for ``ckpt_dir`` (authors' layout) on base ``base_model_dir`` to ``out_dir``."""
+    from safetensors.torch import save_file
+
+    ckpt, base, out = Path(ckpt_dir), Path(base_model_dir), Path(out_dir)
+    adir = _adapter_dir(ckpt)
+    acfg = json.loads((adir / "adapter_config.json").read_text())
+    if acfg.get("use_dora") or acfg.get("rank_pattern") or acfg.get("alpha_pattern"):
+        raise UserError(f"{adir}: DoRA / rank_pattern / alpha_pattern adapters are not supported by SGLang's LoRA")
+    r, alpha = int(acfg["r"]), float(acfg["lora_alpha"])
+    sglang_scaling = alpha / r  # what sglang applies (lora.py); rsLoRA's alpha/sqrt(r) is folded into B
+    true_scaling = alpha / math.sqrt(r) if acfg.get("use_rslora") else sglang_scaling
+    weights = {k: v.float().contiguous() for k, v in _adapter_weights(adir).items()}
+    if true_scaling != sglang_scaling:
+        for k in weights:
+            if "lora_B" in k:
+                weights[k] = weights[k] * (true_scaling / sglang_scaling)
+
+    bcfg = json.loads((base / "config.json").read_text())
+    bcfg = bcfg.get("text_config", bcfg)
+    vocab, hidden = int(bcfg["vocab_size"]), int(bcfg["hidden_size"])
+    vec = _stop_vector(ckpt)
+    if vec.numel() != hidden:
+        raise UserError(f"{ckpt}: [STOP] vector has {vec.numel()} dims, base model hidden_size is {hidden}")
+
+    if stop_token_id is None:
+        first_free = _tokenizer_size(base, ckpt)
+        if first_free >= vocab:
+            raise UserError(
+                f"{base}: no padded embedding row (tokenizer {first_free} >= vocab {vocab}); pass stop_token_id "
+                "of a token that never occurs in text"
+            )
+        stop_token_id = vocab - 1  # the last padded row: farthest from ids a tokenizer update could add
+    if not 0 <= stop_token_id < vocab:
+        raise UserError(f"stop_token_id {stop_token_id} is outside the embedding [0, {vocab})")
+
+    tcfg_path = ckpt / "assess_token_config.json"
+    tcfg = json.loads(tcfg_path.read_text()) if tcfg_path.is_file() else {}
+    k = int(num_stop_tokens or tcfg.get("num_assess_tokens") or 0)
+    if k < 1:
+        raise UserError(f"{ckpt}: num_assess_tokens missing from assess_token_config.json (pass num_stop_tokens)")
+
+    delta = vec - _base_embedding_row(base, stop_token_id)
+    emb_a = torch.zeros(r, vocab)
+    emb_a[0, stop_token_id] = 1.0
+    emb_b = torch.zeros(hidden, r)
+    emb_b[:, 0] = delta / sglang_scaling
+    weights[EMBED_A], weights[EMBED_B] = emb_a, emb_b
+
+    head = _load_tensors(ckpt / "classifier_head.pth") if (ckpt / "classifier_head.pth").is_file() else None
+    if head is None or "weight" not in head or tuple(head["weight"].shape) != (2, hidden):
+        raise UserError(f"{ckpt}: classifier_head.pth must hold a Linear({hidden}, 2) state dict")
+
+    targets = acfg.get("target_modules")
+    if isinstance(targets, str):
+        raise UserError(f"{adir}: target_modules={targets!r}: list the modules explicitly")
+    acfg["target_modules"] = sorted(set(targets) | {"embed_tokens"})
+    acfg["use_rslora"] = False
+    acfg.pop("modules_to_save", None)
+
+    (out / STOP_SUBDIR).mkdir(parents=True, exist_ok=True)
+    (out / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
+    save_file(weights, str(out / "adapter_model.safetensors"))
+    bias = head.get("bias", torch.zeros(2))
+    save_file(
+        {"weight": head["weight"].float().contiguous(), "bias": bias.float().contiguous()},
+        str(out / STOP_SUBDIR / "head.safetensors"),
+    )
+    cfg = StopAdapterConfig(stop_token_id=stop_token_id, num_stop_tokens=k, hidden_size=hidden, vocab_size=vocab)
+    (out / STOP_SUBDIR / "config.json").write_text(cfg.model_dump_json(indent=2))
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="python -m sglang_stop.srt.convert",
+        description="Convert a STOP checkpoint into an adapter for `--lora-paths stop=OUT` on an SGLang server.",
+    )
+    ap.add_argument("checkpoint", help="STOP checkpoint dir (adapter/, classifier_head.pth, assess_token_*)")
+    ap.add_argument("base_model", help="the base model's Hugging Face dir (the one the server serves)")
+    ap.add_argument("out", help="output adapter dir")
+    ap.add_argument("--stop-token-id", type=int, default=None, help="reserved id (default: last padded row)")
+    ap.add_argument("--num-stop-tokens", type=int, default=None, help="k (default: from assess_token_config.json)")
+    a = ap.parse_args(argv)
+    try:
+        cfg = convert_checkpoint(a.checkpoint, a.base_model, a.out, stop_token_id=a.stop_token_id,
+                                 num_stop_tokens=a.num_stop_tokens)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {a.out}: stop_token_id={cfg.stop_token_id} k={cfg.num_stop_tokens}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

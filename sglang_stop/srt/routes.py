@@ -1,0 +1,212 @@
+"""HTTP routes added to sglang's own FastAPI app: ``POST /stop/score`` and ``GET /stop/adapters``.
+
+/stop/score runs two ordinary batched requests through sglang's TokenizerManager, so the real scheduler,
+radix cache and LoRA manager do the work:
+
+1. commit: every prefix as a base-model, prefill-only request (``max_new_tokens=0``), so its KV is in
+   the base namespace of the radix cache (a no-op beyond one token when the caller committed already);
+2. score: ``prefix + [STOP]*k`` with the STOP adapter, ``return_hidden_states``, and the internal key
+   that makes the plugin match the base prefix (see plugin.py). The final-norm hidden state of the last
+   [STOP] token goes through the classifier head, held here: ``softmax(W h + b)[1]``.
+
+If the prefix was evicted between the two steps, the score would be computed over LoRA-made prefix KV;
+``cached_tokens`` reveals it and the pair is retried once, then refused with 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sglang_stop.srt import state
+
+try:
+    from fastapi import Request
+except ImportError:  # the frontend venv has no server deps; routes only run inside the server
+    Request = Any  # type: ignore[assignment,misc]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1024
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_ids: list[list[int]] = Field(..., description="one token-id list per prefix (prompt + generated)")
+    adapter: str = Field("stop", description="name of a STOP adapter given to --lora-paths")
+    commit: bool = Field(True, description="commit each prefix with a base prefill-only request first")
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float] = Field(..., description="p(path ends correct), one per prefix")
+    cached_tokens: list[int] = Field(..., description="prefix tokens the scoring request reused from cache")
+    num_stop_tokens: int
+
+
+class AdapterInfo(BaseModel):
+    name: str
+    path: str
+    stop_token_id: int
+    num_stop_tokens: int
+
+
+class ScoreError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str):
+    from fastapi.responses import ORJSONResponse
+
+    return ORJSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+
+
+def _tokenizer_manager() -> Any:
+    from sglang.srt.entrypoints import http_server
+
+    gs = http_server.get_global_state()
+    if gs is None:
+        raise ScoreError(HTTPStatus.SERVICE_UNAVAILABLE, "server is not ready")
+    return gs.tokenizer_manager
+
+
+def _resolve_adapter(tm: Any, name: str) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    refs = state.refresh_from_registry(tm)
+    stop_names = sorted(n for n, r in refs.items() if r.lora_path and state.note_adapter_path(r.lora_path))
+    if name not in refs:
+        raise ScoreError(
+            HTTPStatus.NOT_FOUND,
+            f"unknown adapter {name!r}; STOP adapters on this server: {stop_names or 'none (start with --lora-paths)'}",
+        )
+    entry = state.note_adapter_path(refs[name].lora_path)
+    if entry is None:
+        raise ScoreError(
+            HTTPStatus.BAD_REQUEST,
+            f"adapter {name!r} is not a STOP adapter (no stop/config.json); convert the checkpoint with "
+            "`python -m sglang_stop.srt.convert`",
+        )
+    return entry
+
+
+def _validate_ids(tm: Any, batch: list[list[int]], k: int, vocab: int) -> None:
+    if not batch:
+        raise ScoreError(HTTPStatus.BAD_REQUEST, "input_ids: empty list; send one token-id list per prefix")
+    if len(batch) > MAX_BATCH:
+        raise ScoreError(HTTPStatus.BAD_REQUEST, f"input_ids: {len(batch)} prefixes exceed the limit {MAX_BATCH}")
+    stop_ids = state.stop_token_ids()
+    limit = int(tm.context_len) - k - 1  # room for k [STOP] tokens and the one sampled token
+    for i, ids in enumerate(batch):
+        if not ids:
+            raise ScoreError(HTTPStatus.BAD_REQUEST, f"input_ids[{i}]: empty prefix")
+        if len(ids) > limit:
+            raise ScoreError(
+                HTTPStatus.BAD_REQUEST,
+                f"input_ids[{i}]: {len(ids)} tokens; at most {limit} fit the context length {tm.context_len} "
+                f"with {k} [STOP] tokens",
+            )
+        lo, hi = min(ids), max(ids)
+        if lo < 0 or hi >= vocab:
+            raise ScoreError(HTTPStatus.BAD_REQUEST, f"input_ids[{i}]: token id out of range [0, {vocab})")
+        if stop_ids and not stop_ids.isdisjoint(ids):
+            raise ScoreError(HTTPStatus.BAD_REQUEST, f"input_ids[{i}]: contains the reserved [STOP] token id")
+
+
+async def _generate(tm: Any, request: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    from sglang.srt.managers.io_struct import GenerateReqInput
+
+    try:
+        out = await tm.generate_request(GenerateReqInput(**kwargs), request).__anext__()
+    except ValueError as e:
+        raise ScoreError(getattr(e, "status_code", HTTPStatus.BAD_REQUEST), str(e)) from None
+    return out if isinstance(out, list) else [out]
+
+
+def _last_hidden(meta: dict[str, Any]) -> list[float]:
+    hs = meta.get("hidden_states")
+    if not hs:
+        raise ScoreError(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "no hidden states returned: start the server with --enable-return-hidden-states",
+        )
+    rows = hs[0]
+    while rows and isinstance(rows[0], list):  # [prefill rows] (+ decode rows): take the last prefill row
+        rows = rows[-1]
+    return rows
+
+
+async def _score_once(tm: Any, request: Any, body: ScoreRequest, cfg: Any, w: torch.Tensor, b: torch.Tensor):
+    from sglang_stop.srt.plugin import internal_key
+
+    n = len(body.input_ids)
+    if body.commit:
+        await _generate(tm, request, input_ids=body.input_ids, sampling_params=[{"max_new_tokens": 0}] * n)
+    stop = [cfg.stop_token_id] * cfg.num_stop_tokens
+    outs = await _generate(
+        tm,
+        request,
+        input_ids=[ids + stop for ids in body.input_ids],
+        sampling_params=[{"max_new_tokens": 1, "temperature": 0.0}] * n,
+        lora_path=[body.adapter] * n,
+        return_hidden_states=True,
+        extra_key=[internal_key()] * n,
+    )
+    hidden = torch.tensor([_last_hidden(o["meta_info"]) for o in outs], dtype=torch.float32)
+    probs = torch.softmax(hidden @ w.T + b, dim=-1)[:, cfg.positive_label]
+    cached = [int(o["meta_info"].get("cached_tokens", 0)) for o in outs]
+    return probs.tolist(), cached
+
+
+async def stop_score(body: ScoreRequest, request: Request):
+    try:
+        tm = _tokenizer_manager()
+        cfg, w, b = _resolve_adapter(tm, body.adapter)
+        _validate_ids(tm, body.input_ids, cfg.num_stop_tokens, cfg.vocab_size)
+        for attempt in range(2):
+            scores, cached = await _score_once(tm, request, body, cfg, w, b)
+            short = [i for i, (c, ids) in enumerate(zip(cached, body.input_ids)) if c < len(ids)]
+            if not short:
+                resp = ScoreResponse(scores=scores, cached_tokens=cached, num_stop_tokens=cfg.num_stop_tokens)
+                return resp.model_dump()
+            if not body.commit:
+                raise ScoreError(
+                    HTTPStatus.CONFLICT,
+                    f"prefixes {short} were not fully cached (commit=false): commit them first or send commit=true",
+                )
+            logger.warning("stop/score: prefixes %s lost their cache between commit and score (try %d)", short, attempt)
+        raise ScoreError(HTTPStatus.SERVICE_UNAVAILABLE, "prefix KV evicted under memory pressure; retry later")
+    except ScoreError as e:
+        return _error(int(e.status), str(e))
+    except Exception as e:  # never take the server down for one bad request
+        logger.exception("stop/score failed")
+        return _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
+
+
+async def stop_adapters():
+    try:
+        tm = _tokenizer_manager()
+    except ScoreError as e:
+        return _error(int(e.status), str(e))
+    out = []
+    for name, ref in sorted(state.refresh_from_registry(tm).items()):
+        entry = state.note_adapter_path(ref.lora_path) if ref.lora_path else None
+        if entry is not None:
+            cfg = entry[0]
+            out.append(AdapterInfo(name=name, path=ref.lora_path, stop_token_id=cfg.stop_token_id,
+                                   num_stop_tokens=cfg.num_stop_tokens))
+    return {"adapters": [a.model_dump() for a in out]}
+
+
+def add_routes() -> None:
+    """Attach the routes to sglang's module-level FastAPI app (once)."""
+    from sglang.srt.entrypoints.http_server import app
+
+    if any(getattr(r, "path", None) == "/stop/score" for r in app.router.routes):
+        return
+    app.post("/stop/score", response_model=None)(stop_score)
+    app.get("/stop/adapters")(stop_adapters)
