@@ -1,7 +1,9 @@
 """The ``stop`` scorer (Type IV, internal learnable): p(good) from a STOP checkpoint over cached prefix KV.
 
-It asks the backend for each branch's cached KV (``ctx.backend.with_prefix_kv``) and runs only the k
-[STOP] tokens on the backend's thread; the prefix is never re-encoded and the program never changes.
+In process it asks the backend for each branch's cached KV (``ctx.backend.with_prefix_kv``) and runs
+only the k [STOP] tokens on the backend's thread; against a server (``StopEndpoint``) one batched
+``/stop/score`` call does the same inside SGLang, reusing the radix cache. Either way the prefix is never
+re-encoded and the program never changes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class StopScorer(Scorer):
     """Higher = more likely to end correct (softmax p(good) of the classifier head)."""
 
     Options = StopOptions
+    nonnegative = True  # probabilities
 
     def __init__(self, options: ScorerOptions | None = None) -> None:
         if options is None:
@@ -60,6 +63,8 @@ class StopScorer(Scorer):
         if not branches:
             return []
         backend = ctx.backend
+        if hasattr(backend, "stop_score"):  # an SGLang server: the plugin scores with its own copy of the adapter
+            return backend.stop_score([b.handle for b in branches])
         if not hasattr(backend, "with_prefix_kv"):
             raise UserError(
                 f"scorer.name: 'stop' needs a backend with prefix-KV access; {type(backend).__name__} has none"
