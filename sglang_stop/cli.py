@@ -235,6 +235,78 @@ def bench_decode(model: str | None, branches: str, tokens: int, as_json: bool) -
     click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
 
 
+@bench.command("scoring")
+@click.option("--model", default=None, help="local HF model dir; default: embedded SmolLM2-135M")
+@click.option("--prefix-lens", default="64,128,256,512", show_default=True)
+@click.option("--k", default=4, show_default=True, help="[STOP] tokens")
+@click.option("--batch", default=16, show_default=True, help="branches scored together")
+@click.option("--lora-r", default=16, show_default=True, help="LoRA rank of the untrained net (no --checkpoint)")
+@click.option("--checkpoint", default=None, help="a STOP checkpoint instead of an untrained net (same cost)")
+@click.option("--repeats", default=3, show_default=True, help="best of this many timings")
+@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--json", "as_json", is_flag=True)
+def bench_scoring(model: str | None, prefix_lens: str, k: int, batch: int, lora_r: int, checkpoint: str | None,
+                  repeats: int, threads: int | None, as_json: bool) -> None:
+    """STOP scoring with KV reuse vs re-encoding the prefix (ratio = reuse_s / reencode_s)."""
+    from sglang_stop.bench.scoring import run_scoring_bench
+    from sglang_stop.models import load_model
+
+    _set_threads(threads)
+    lens = [int(x) for x in prefix_lens.split(",")]
+    m, _ = load_model(model)
+    res = run_scoring_bench(m, model or "smollm2-135m-instruct", lens, k=k, batch=batch, lora_r=lora_r,
+                            repeats=repeats, checkpoint=checkpoint)
+    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+
+
+TESTBED_MODEL = Path(__file__).parent / "assets" / "testbed"
+TESTBED_STOP = Path(__file__).parent / "assets" / "testbed-stop"
+
+
+@bench.command("compare")
+@click.option("--model", default=None, help="HF model dir; default: the committed testbed model")
+@click.option("--task", default=None, help="default: testbed (with the testbed model)")
+@click.option("--problems", default=200, show_default=True)
+@click.option("--n", default=16, show_default=True)
+@click.option("--prefix-len", default=14, show_default=True)
+@click.option("--keep", default=4, show_default=True)
+@click.option("--max-new-tokens", default=64, show_default=True)
+@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--checkpoint", default=None, help="STOP checkpoint; default: the committed testbed one")
+@click.option("--scorers", "scorer_names", default="none,random,confidence,entropy,stop", show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--concurrency", default=8, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def bench_compare(model: str | None, task: str | None, problems: int, n: int, prefix_len: int, keep: int,
+                  max_new_tokens: int, temperature: float, checkpoint: str | None, scorer_names: str, seed: int,
+                  concurrency: int, threads: int | None, as_json: bool) -> None:
+    """Scorers at matched budget (same N, Lp, K, seeds) on held-out problems, with bootstrap intervals."""
+    from sglang_stop.bench.compare import run_compare_bench
+    from sglang_stop.config import ModelSpec
+    from sglang_stop.runner import load_problems, make_backend
+    from sglang_stop.tasks import load_task
+
+    _set_threads(threads)
+    model_dir = model or str(TESTBED_MODEL)
+    tsk = load_task(task or ("testbed" if model is None else "default"))
+    names = [x.strip() for x in scorer_names.split(",") if x.strip()]
+    ckpt = checkpoint or (str(TESTBED_STOP) if model is None else None)
+    if "stop" in names and ckpt is None:
+        raise UserError("--checkpoint: the stop scorer needs a STOP checkpoint for this model")
+    opts = {name: ({"checkpoint": ckpt} if name == "stop" else {}) for name in names}
+    base = config_from_dict({"n": n, "seed": seed, "sampling": {"max_new_tokens": max_new_tokens,
+                                                                 "temperature": temperature}}, "command line")
+    probs = load_problems(tsk, problems, seed)
+    backend = make_backend(ModelSpec(path=model_dir))
+    try:
+        res = run_compare_bench(backend, tsk, probs, base, scorers=opts, prefix_len=prefix_len, keep=keep,
+                                concurrency=concurrency, seed=seed, progress=not as_json)
+    finally:
+        backend.shutdown()
+    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+
+
 def _add_training_commands() -> None:
     from sglang_stop.training.cli import label_cmd, train_cmd
 
