@@ -154,3 +154,22 @@ def test_registered_scorer_uses_backend_kv(model, tmp_path):
     assert got == pytest.approx(ref, abs=1e-5)
     with pytest.raises(UserError, match="batch_size"):
         make_scorer("stop", {"checkpoint": str(ckpt), "batch_size": 0})
+
+
+def test_committed_testbed_checkpoint_scores_testbed_model():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sglang_stop.testbed import asset_dir, stop_asset_dir
+
+    model = AutoModelForCausalLM.from_pretrained(asset_dir()).eval()
+    tok = AutoTokenizer.from_pretrained(asset_dir())
+    texts = ["Q4-8-8+3=4-8=-4;-4-8=-12;", "Q4-8-8+3=4-8=-4;-4-8=-11;", "Q1+2+3+4=1+2=3;"]
+    ids = [tok(t)["input_ids"] for t in texts]
+    backend = FakeBackend(model, {i: prefix_kv(model, p) for i, p in enumerate(ids)})
+    branches = [Branch(i, p, [], "", [], [], [], handle=i) for i, p in enumerate(ids)]
+    scores = make_scorer("stop", {"checkpoint": str(stop_asset_dir())}).score(
+        branches, ScoreContext(backend=backend, rng=random.Random(0))
+    )
+    assert len(scores) == 3 and all(0.0 < s < 1.0 for s in scores)
+    with pytest.raises(UserError, match="hidden_size"):
+        load_checkpoint(stop_asset_dir(), tiny_model())

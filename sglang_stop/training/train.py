@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
+from sglang_stop.backends.base import PrefixKV
 from sglang_stop.errors import UserError
-from sglang_stop.scorers.stop_net import DEFAULT_TARGETS, StopNet, StopNetConfig
+from sglang_stop.scorers.stop_net import DEFAULT_TARGETS, StopNet, StopNetConfig, decoder_of
 from sglang_stop.training.checkpoint import save_checkpoint
 from sglang_stop.training.labels import LabelRecord
 from sglang_stop.training.metrics import auc, kept_accuracy, within_problem_auc
@@ -42,6 +43,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.0
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     select: Literal["mse", "within_auc"] = Field("mse", description="which validation figure picks the best epoch")
+    cache_prefix_kv: bool = Field(True, description="encode each training prefix once for all epochs (base is frozen)")
     seed: int = 0
 
 
@@ -69,6 +71,13 @@ def predict(net: StopNet, model: Any, records: Sequence[LabelRecord], batch_size
         logits = net.logits_from_ids(model, [r.token_ids for r in records[s : s + batch_size]], pad_id)
         out.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
     return out
+
+
+@torch.no_grad()
+def _prefix_kv(model: Any, ids: list[int]) -> PrefixKV:
+    dev = next(model.parameters()).device
+    out = decoder_of(model)(input_ids=torch.tensor([ids], device=dev), use_cache=True)
+    return PrefixKV(token_ids=list(ids), past=tuple((lay.keys, lay.values) for lay in out.past_key_values.layers))
 
 
 def evaluate(preds: Sequence[float], records: Sequence[LabelRecord]) -> dict[str, float]:
@@ -118,6 +127,9 @@ def train_stop(
     rng = random.Random(cfg.seed)
     best: dict[str, Any] | None = None
     t0 = time.time()
+    kv_cache: dict[int, Any] = {}
+    if cfg.cache_prefix_kv and not cfg.no_adapter:
+        kv_cache = {id(r): _prefix_kv(model, r.token_ids) for r in train}
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         order = list(train)
@@ -125,7 +137,10 @@ def train_stop(
         total = 0.0
         for s in range(0, len(order), cfg.batch_size):
             batch = order[s : s + cfg.batch_size]
-            logits = net.logits_from_ids(model, [r.token_ids for r in batch], pad_id)
+            if kv_cache:  # exactly the inference path: cached per-branch KV, padded per batch
+                logits = net.logits_from_prefix_kvs(model, [kv_cache[id(r)] for r in batch])
+            else:
+                logits = net.logits_from_ids(model, [r.token_ids for r in batch], pad_id)
             loss = F.cross_entropy(logits.float(), _targets(batch, cfg.hard_labels, dev))
             opt.zero_grad()
             loss.backward()
