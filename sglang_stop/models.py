@@ -151,4 +151,7 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
         tok.pad_token = tok.eos_token
     model.to(dev)
     model.eval()
+    from sglang_stop.attention import use_gqa_sdpa
+
+    use_gqa_sdpa(model)
     return model, tok

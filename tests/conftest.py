@@ -36,7 +36,11 @@ def make_tiny_llama(vocab_size: int, seed: int = 0):
         eos_token_id=2,
         pad_token_id=0,
     )
-    return LlamaForCausalLM(cfg).eval()
+    model = LlamaForCausalLM(cfg).eval()
+    from sglang_stop.attention import use_gqa_sdpa
+
+    use_gqa_sdpa(model)  # what load_model does: the GQA attention path is the one under test
+    return model
 
 
 @pytest.fixture(scope="session")

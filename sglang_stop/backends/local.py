@@ -32,6 +32,7 @@ from sglang.lang.ir import SglSamplingParams
 from transformers.cache_utils import DynamicCache
 
 from sglang_stop.backends.base import PrefixKV, TokenUsage
+from sglang_stop.kvcache import cache_from_past, past_of
 from sglang_stop.scorers.base import Branch
 
 T = TypeVar("T")
@@ -130,8 +131,8 @@ class _LiveBatch:
             m = torch.zeros(1, new_w, dtype=torch.long, device=device)
             m[0, pad:] = 1
             masks.append(m)
-        self.cache = DynamicCache(
-            ddp_cache_data=[(torch.cat(layers_k[li]), torch.cat(layers_v[li])) for li in range(n_layers)]
+        self.cache = cache_from_past(
+            [(torch.cat(layers_k[li]), torch.cat(layers_v[li])) for li in range(n_layers)]
         )
         self.mask = torch.cat(masks)
         self.rows.extend(reqs)
@@ -169,10 +170,6 @@ def _cat_past(a: Past | None, b: Past) -> Past:
     if a is None:
         return b
     return tuple((torch.cat([ak, bk], dim=2), torch.cat([av, bv], dim=2)) for (ak, av), (bk, bv) in zip(a, b))
-
-
-def _cache_to_past(cache: DynamicCache) -> Past:
-    return tuple((layer.keys, layer.values) for layer in cache.layers)
 
 
 class LocalBackend(BaseBackend):
@@ -382,10 +379,10 @@ class LocalBackend(BaseBackend):
         """Batch-1 forward of ``ids`` after ``past``; returns per-position logits and the new full past."""
         inp = torch.tensor([ids], device=self.device)
         pos = torch.arange(past_len, past_len + len(ids), device=self.device)[None]
-        cache = DynamicCache(ddp_cache_data=list(past)) if past is not None else DynamicCache()
+        cache = cache_from_past(past) if past is not None else DynamicCache()
         out = self.model(input_ids=inp, position_ids=pos, past_key_values=cache, use_cache=True)
         self._usage.forward_tokens += len(ids)
-        return out.logits[0], _cache_to_past(out.past_key_values)
+        return out.logits[0], past_of(out.past_key_values)
 
     def _extend(self, st: BranchState, keep_last: bool) -> None:
         """Encode pending tokens (all, or all but the last) into the state's KV."""

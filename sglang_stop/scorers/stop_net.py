@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
-from transformers import DynamicCache
+
+from sglang_stop.kvcache import cache_from_past
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -108,7 +109,7 @@ class StopNet(nn.Module):
         """
         bsz, n_new = inputs_embeds.shape[:2]
         lens = prefix_mask.sum(1)
-        cache = DynamicCache(ddp_cache_data=list(past), config=model.config)
+        cache = cache_from_past(past)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(bsz, n_new)], dim=1)
         pos = lens.unsqueeze(1) + torch.arange(n_new, device=lens.device).unsqueeze(0)
         ctx = self.lora_active(model) if lora else _null()
@@ -153,12 +154,14 @@ class StopNet(nn.Module):
         width = max(lens)
         past = []
         for layer in range(len(kvs[0].past)):
-            ks, vs = [], []
-            for kv, n in zip(kvs, lens):
+            k0 = kvs[0].past[layer][0]
+            ks = k0.new_zeros(len(kvs), k0.shape[1], width, k0.shape[3])
+            vs = torch.zeros_like(ks)
+            for i, (kv, n) in enumerate(zip(kvs, lens)):  # one copy into the left-padded batch
                 k, v = kv.past[layer]
-                ks.append(_left_pad(k[:, :, :n], width))
-                vs.append(_left_pad(v[:, :, :n], width))
-            past.append((torch.cat(ks), torch.cat(vs)))
+                ks[i, :, width - n :] = k[0, :, :n]
+                vs[i, :, width - n :] = v[0, :, :n]
+            past.append((ks, vs))
         mask = torch.zeros(len(kvs), width, dtype=torch.long, device=dev)
         for i, n in enumerate(lens):
             mask[i, width - n :] = 1
@@ -183,13 +186,6 @@ class StopNet(nn.Module):
         last = torch.tensor([p[-1] for p in prefixes], device=dev) if keep_last else None
         return self.logits_from_cache(model, past, mask, last)
 
-
-def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
-    n = x.shape[2]
-    if n == width:
-        return x
-    pad = x.new_zeros(x.shape[0], x.shape[1], width - n, x.shape[3])
-    return torch.cat([pad, x], dim=2)
 
 
 @contextmanager
