@@ -20,7 +20,9 @@ from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
 
 
 class StopOptions(ScorerOptions):
-    checkpoint: str = Field(..., description="STOP checkpoint directory (authors' layout)")
+    checkpoint: str | None = Field(
+        None, description="STOP checkpoint directory (authors' layout); not needed against a server, which holds its own"
+    )
     batch_size: int = Field(16, ge=1, description="branches scored per forward pass")
 
 
@@ -32,8 +34,6 @@ class StopScorer(Scorer):
     nonnegative = True  # probabilities
 
     def __init__(self, options: ScorerOptions | None = None) -> None:
-        if options is None:
-            raise UserError("scorer.options.checkpoint: the stop scorer needs a checkpoint directory")
         super().__init__(options)
         self._nets: dict[int, Any] = {}  # id(model) -> StopNet loaded onto that model
         self._lock = threading.Lock()
@@ -65,6 +65,8 @@ class StopScorer(Scorer):
         backend = ctx.backend
         if hasattr(backend, "stop_score"):  # an SGLang server: the plugin scores with its own copy of the adapter
             return backend.stop_score([b.handle for b in branches])
+        if self.options.checkpoint is None:  # type: ignore[attr-defined]
+            raise UserError("scorer.options.checkpoint: the in-process stop scorer needs a checkpoint directory")
         if not hasattr(backend, "with_prefix_kv"):
             raise UserError(
                 f"scorer.name: 'stop' needs a backend with prefix-KV access; {type(backend).__name__} has none"
