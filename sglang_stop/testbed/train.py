@@ -60,11 +60,11 @@ def make_batch(rng: random.Random, tok, batch: int) -> tuple[torch.Tensor, torch
     return ids, mask, labels
 
 
-def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0) -> float:
+def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0, temperature: float = 1.0) -> float:
     model.eval()
     sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id)
     prompts = [tok(p["question"])["input_ids"] for p in problems for _ in range(samples)]
-    gens = sampler(prompts, SampleParams(temperature=1.0, max_new_tokens=64), seed)
+    gens = sampler(prompts, SampleParams(temperature=temperature, max_new_tokens=64), seed)
     answers = [p["answer"] for p in problems for _ in range(samples)]
     ok = sum(extract_answer(tok.decode(g)) == a for g, a in zip(gens, answers))
     model.train()
@@ -78,11 +78,18 @@ def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0) 
 @click.option("--max-seconds", default=300.0, show_default=True)
 @click.option("--target-acc", default=0.5, show_default=True, help="stop once held-out per-sample accuracy reaches this")
 @click.option("--eval-every", default=50, show_default=True)
+@click.option("--eval-temperature", default=1.0, show_default=True, help="sampling temperature of the accuracy check")
+@click.option("--init", "init_dir", default=None, help="continue training this HF model dir instead of a fresh model")
 @click.option("--threads", default=1, show_default=True)
-def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc: float, eval_every: int, threads: int) -> None:
+def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc: float, eval_every: int,
+         eval_temperature: float, init_dir: str | None, threads: int) -> None:
     torch.set_num_threads(threads)
     tok = build_tokenizer()
-    model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed)
+    if init_dir:
+        model = LlamaForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
+        torch.manual_seed(seed)
+    else:
+        model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(seed)
     # Accuracy is checked on eval-split questions (never trained on); seed 10_000+ keeps them
@@ -98,7 +105,7 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % eval_every == 0:
-            acc = accuracy(model, tok, dev_problems, seed=step)
+            acc = accuracy(model, tok, dev_problems, seed=step, temperature=eval_temperature)
             log.append({"step": step, "loss": round(loss.item(), 4), "acc": acc, "seconds": round(time.time() - t0, 1)})
             print(json.dumps(log[-1]), flush=True)
             if acc >= target_acc or time.time() - t0 > max_seconds:
@@ -110,7 +117,8 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    (out / "train_log.json").write_text(json.dumps({"seed": seed, "target_acc": target_acc, "log": log}, indent=1) + "\n")
+    (out / "train_log.json").write_text(json.dumps({"seed": seed, "target_acc": target_acc, "eval_temperature": eval_temperature,
+                                                  "init": init_dir, "log": log}, indent=1) + "\n")
     print(f"saved {out} after {step} steps, {time.time() - t0:.0f}s, held-out per-sample accuracy {acc:.2f}")
 
 

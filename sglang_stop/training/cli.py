@@ -105,14 +105,16 @@ def label_cmd(model_dir, task, problems_jsonl, split, n, seed, prefixes, continu
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
+@click.option("--weight-decay", default=0.0, show_default=True)
+@click.option("--lora-dropout", default=0.05, show_default=True)
 @click.option("--val-fraction", default=0.2, show_default=True)
 @click.option("--select", type=click.Choice(["mse", "within_auc"]), default="mse", show_default=True)
 @click.option("--hard-labels", is_flag=True, help="ablation: s_mc >= 0.5 one-hot targets")
 @click.option("--no-adapter", is_flag=True, help="ablation: linear probe on the base's last hidden state")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=1, show_default=True)
-def train_cmd(model_dir, labels, out, num_assess_tokens, lora_r, lora_alpha, epochs, batch_size, lr, val_fraction,
-              select, hard_labels, no_adapter, seed, threads) -> None:
+def train_cmd(model_dir, labels, out, num_assess_tokens, lora_r, lora_alpha, epochs, batch_size, lr, weight_decay,
+              lora_dropout, val_fraction, select, hard_labels, no_adapter, seed, threads) -> None:
     """Train a STOP checkpoint (keeps the best validation epoch)."""
     from sglang_stop.testbed import asset_dir
     from sglang_stop.training.labels import load_labels
@@ -122,7 +124,8 @@ def train_cmd(model_dir, labels, out, num_assess_tokens, lora_r, lora_alpha, epo
         model, tok = _load_model(model_dir or str(asset_dir()), threads)
         records = [r for f in labels for r in load_labels(f)]
         cfg = TrainConfig(num_assess_tokens=num_assess_tokens, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs,
-                          batch_size=batch_size, lr=lr, val_fraction=val_fraction, select=select,
+                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, lora_dropout=lora_dropout,
+                          val_fraction=val_fraction, select=select,
                           hard_labels=hard_labels, no_adapter=no_adapter, seed=seed)
         best = train_stop(model, records, cfg, out, tokenizer=tok, pad_id=tok.pad_token_id or 0)
         click.echo(f"best epoch {best['epoch']}: " + json.dumps({k: v for k, v in best.items() if k != "epoch"}))
