@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
-from sglang_stop.kvcache import cache_from_past
+from sglang_stop.kvcache import cache_from_past, cache_with_room
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -100,16 +100,18 @@ class StopNet(nn.Module):
         prefix_mask: torch.Tensor,
         inputs_embeds: torch.Tensor,
         lora: bool,
+        room: bool = False,
     ) -> torch.Tensor:
         """Run new tokens after a left-padded cache; return the final (normed) hidden of the last one.
 
         ``past[layer] = (k, v)`` each ``[B, kv_heads, L, head_dim]``, left-padded; ``prefix_mask``
         ``[B, L]`` marks real positions. New tokens get explicit positions ``len_i + j`` so a padded
-        branch sees exactly what it would alone.
+        branch sees exactly what it would alone. ``room``: the tensors are ``L + n_new`` long and
+        the new tokens' keys/values are written into that room (no concatenation).
         """
         bsz, n_new = inputs_embeds.shape[:2]
         lens = prefix_mask.sum(1)
-        cache = cache_from_past(past)
+        cache = cache_with_room(past, prefix_mask.shape[1]) if room else cache_from_past(past)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(bsz, n_new)], dim=1)
         pos = lens.unsqueeze(1) + torch.arange(n_new, device=lens.device).unsqueeze(0)
         ctx = self.lora_active(model) if lora else _null()
@@ -125,23 +127,24 @@ class StopNet(nn.Module):
         past: Sequence[tuple[torch.Tensor, torch.Tensor]],
         prefix_mask: torch.Tensor,
         last_token: torch.Tensor | None = None,
+        room: bool = False,
     ) -> torch.Tensor:
         """``[B, 2]`` logits. adapter: k [STOP] tokens with LoRA after the whole prefix cache.
 
         no_adapter: ``past`` must hold all but the last prefix token, given as ``last_token`` ``[B]``;
-        its base hidden state feeds the head (the linear-probe ablation).
+        its base hidden state feeds the head (the linear-probe ablation). ``room``: see ``run_tokens``.
         """
         dtype = past[0][0].dtype
         bsz = prefix_mask.shape[0]
         if self.cfg.mode == "adapter":
             emb = self.assess_embedding.to(dtype).view(1, 1, -1).expand(bsz, self.cfg.num_assess_tokens, -1)
-            hidden = self.run_tokens(model, past, prefix_mask, emb, lora=True)
+            hidden = self.run_tokens(model, past, prefix_mask, emb, lora=True, room=room)
         else:
             if last_token is None:
                 raise ValueError("no_adapter mode needs last_token")
             emb = model.get_input_embeddings()(last_token.view(bsz, 1))
             with torch.no_grad():
-                hidden = self.run_tokens(model, past, prefix_mask, emb, lora=False)
+                hidden = self.run_tokens(model, past, prefix_mask, emb, lora=False, room=room)
         return self.head(hidden.to(self.head.weight.dtype))
 
     # --- the two ways in -------------------------------------------------------------------------
@@ -152,21 +155,27 @@ class StopNet(nn.Module):
         keep_last = self.cfg.mode == "no_adapter"
         lens = [len(kv.token_ids) - (1 if keep_last else 0) for kv in kvs]
         width = max(lens)
+        n_new = 1 if keep_last else self.cfg.num_assess_tokens
         past = []
         for layer in range(len(kvs[0].past)):
             k0 = kvs[0].past[layer][0]
-            ks = k0.new_zeros(len(kvs), k0.shape[1], width, k0.shape[3])
-            vs = torch.zeros_like(ks)
-            for i, (kv, n) in enumerate(zip(kvs, lens)):  # one copy into the left-padded batch
+            # One copy into a left-padded batch with room for the new tokens (written in place);
+            # only the padding is zeroed (masked, but it must not hold NaN garbage).
+            ks = k0.new_empty(len(kvs), k0.shape[1], width + n_new, k0.shape[3])
+            vs = torch.empty_like(ks)
+            for i, (kv, n) in enumerate(zip(kvs, lens)):
                 k, v = kv.past[layer]
-                ks[i, :, width - n :] = k[0, :, :n]
-                vs[i, :, width - n :] = v[0, :, :n]
+                ks[i, :, width - n : width] = k[0, :, :n]
+                vs[i, :, width - n : width] = v[0, :, :n]
+                if n < width:
+                    ks[i, :, : width - n] = 0
+                    vs[i, :, : width - n] = 0
             past.append((ks, vs))
         mask = torch.zeros(len(kvs), width, dtype=torch.long, device=dev)
         for i, n in enumerate(lens):
             mask[i, width - n :] = 1
         last = torch.tensor([kv.token_ids[-1] for kv in kvs], device=dev) if keep_last else None
-        return self.logits_from_cache(model, past, mask, last)
+        return self.logits_from_cache(model, past, mask, last, room=True)
 
     def logits_from_ids(self, model: nn.Module, prefixes: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
         """Training: the frozen base encodes the prefixes once (no grad), then the same cached path."""
