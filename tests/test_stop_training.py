@@ -35,7 +35,7 @@ def run(path, sampler, problems=PROBLEMS):
     return label_problems(
         problems, path, LabelJob(prefixes=3, continuations=4, prefix_len=2, max_new_tokens=4, problems_per_batch=2),
         sampler, encode_prompt=lambda q: [int(q[1:]) + 20], decode=lambda ids: "".join(map(str, ids)),
-        extract_answer=lambda t: t[-1] if t else None,
+        check=lambda prob, t: (t[-1] if t else None, bool(t) and t[-1] == prob["answer"]),
     )
 
 
@@ -44,6 +44,8 @@ def test_labels_resume_skips_done_pairs(tmp_path):
     n = run(full, FakeSampler())
     recs = list(read_jsonl(full, LabelRecord))
     assert n == len(recs) > 0 and all(r.K == 4 and r.prefix_len == 2 for r in recs)
+    for r in recs:  # s_mc is the task's verdict on each continuation, averaged
+        assert r.s_mc == sum(a == r.answer for a in r.cont_answers) / r.K
     run(part, FakeSampler(), PROBLEMS[:2])
     with open(part, "ab") as f:
         f.write(b'{"schema_version": 1, "problem_id": "p2"')  # a kill mid-append

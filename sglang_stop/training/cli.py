@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -25,7 +24,8 @@ def _load_model(path: str, threads: int):
     return model, tok
 
 
-def _problems(task: str | None, problems_jsonl: str | None, n: int, seed: int, split: str) -> list[dict]:
+def _problems(task, problems_jsonl: str | None, n: int, seed: int, split: str) -> list[dict]:
+    """Problems as ``{id, question, answer}`` dicts; the testbed draws from ``split`` (label/eval)."""
     if problems_jsonl:
         rows = [json.loads(line) for line in Path(problems_jsonl).read_text().splitlines() if line.strip()]
         for i, r in enumerate(rows, 1):
@@ -33,11 +33,11 @@ def _problems(task: str | None, problems_jsonl: str | None, n: int, seed: int, s
             if missing:
                 raise UserError(f"{problems_jsonl}:{i}: missing {sorted(missing)}")
         return rows[:n]
-    if task == "testbed":
+    if task.spec == "testbed":
         from sglang_stop.testbed.data import make_problems
 
         return make_problems(n, seed, split=split)  # type: ignore[arg-type]
-    raise UserError(f"--task: {task!r} is not available here (use 'testbed' or --problems-jsonl)")
+    return [{"id": p.id, "question": p.question, "answer": p.answer, "_problem": p} for p in task.problems(n, seed)]
 
 
 def _run(fn, *args, **kw):
@@ -49,9 +49,10 @@ def _run(fn, *args, **kw):
 
 
 @click.command("label")
-@click.option("--model", "model_dir", default=None, help="HF model dir (default: the embedded testbed model)")
-@click.option("--task", default="testbed", show_default=True)
-@click.option("--problems-jsonl", default=None, help="problems {id, question, answer} instead of --task")
+@click.option("--model", "model_dir", default=None,
+              help="HF model dir (default: the testbed model for --task testbed, else the embedded SmolLM2)")
+@click.option("--task", default="testbed", show_default=True, help="any `sglang-stop run --task` spec")
+@click.option("--problems-jsonl", default=None, help="problems {id, question, answer}, scored as --task")
 @click.option("--split", default="label", show_default=True, help="testbed split: label (STOP training) or eval")
 @click.option("--problems", "n", default=500, show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -60,34 +61,54 @@ def _run(fn, *args, **kw):
 @click.option("--prefix-len", default=16, show_default=True, help="prune point in generated tokens")
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--temperature", default=1.0, show_default=True)
-@click.option("--answer-regex", default=r"A(-?\d+)", show_default=True)
 @click.option("--batch-size", default=512, show_default=True, help="sampler rows per generate call")
+@click.option("--problems-per-batch", default=32, show_default=True,
+              help="problems whose P*K continuations are sampled together")
 @click.option("--threads", default=1, show_default=True)
 @click.option("--out", required=True, help="label JSONL (appended; existing pairs are skipped)")
 def label_cmd(model_dir, task, problems_jsonl, split, n, seed, prefixes, continuations, prefix_len, max_new_tokens,
-              temperature, answer_regex, batch_size, threads, out) -> None:
-    """Monte Carlo labels: P prefixes x K continuations per problem -> s_mc records."""
+              temperature, batch_size, problems_per_batch, threads, out) -> None:
+    """Monte Carlo labels: P prefixes x K continuations per problem -> s_mc records.
+
+    Prompts are formatted and answers checked exactly as `sglang-stop run` does for the task
+    (chat template, reasoning-gym's own scoring), so the prefixes are the runtime's prefixes.
+    """
+    from sglang_stop.config import RuntimeConfig
+    from sglang_stop.runner import format_prompt
+    from sglang_stop.tasks import Problem, load_task
     from sglang_stop.testbed import asset_dir
     from sglang_stop.training.hf_sampler import HFSampler
     from sglang_stop.training.labels import LabelJob, label_problems
 
     def go() -> None:
-        model, tok = _load_model(model_dir or str(asset_dir()), threads)
-        rx = re.compile(answer_regex)
-        job = LabelJob(prefixes=prefixes, continuations=continuations, prefix_len=prefix_len,
-                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-        probs = _problems(task, problems_jsonl, n, seed, split)
-        sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size)
+        import torch
 
-        def extract(text: str) -> str | None:
-            m = rx.search(text)
-            return m.group(1) if m else None
+        from sglang_stop.models import load_model
+
+        torch.set_num_threads(threads)
+        the_task = load_task(task)  # also scores --problems-jsonl rows
+        default_dir = str(asset_dir()) if the_task.spec == "testbed" else None
+        model, tok = load_model(model_dir or default_dir, device="cpu", dtype="float32")
+        job = LabelJob(prefixes=prefixes, continuations=continuations, prefix_len=prefix_len,
+                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                       problems_per_batch=problems_per_batch)
+        probs = _problems(the_task, problems_jsonl, n, seed, split)
+        sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size)
+        cfg = RuntimeConfig()
+
+        def check(p: dict, text: str) -> tuple[str | None, bool]:
+            prob = p.get("_problem") or Problem(id=p["id"], question=p["question"], answer=str(p["answer"]),
+                                                source=the_task.spec)
+            return the_task.check(prob, text)
+
+        def encode(q: str) -> list[int]:  # what LocalBackend feeds the model for a fresh prompt
+            return list(tok(format_prompt(the_task, cfg, tok, q), add_special_tokens=True)["input_ids"])
 
         written = label_problems(
             probs, out, job, sampler,
-            encode_prompt=lambda q: tok(q)["input_ids"],
+            encode_prompt=encode,
             decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
-            extract_answer=extract,
+            check=check,
             progress=lambda i, t: click.echo(f"{i}/{t} problems", err=True),
         )
         click.echo(f"wrote {written} records to {out}")

@@ -75,12 +75,14 @@ def label_problems(
     sampler: Sampler,
     encode_prompt: Callable[[str], list[int]],
     decode: Callable[[list[int]], str],
-    extract_answer: Callable[[str], str | None],
+    check: Callable[[dict, str], tuple[str | None, bool]],
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Append records for every missing (problem, prefix) pair; returns how many were written.
 
-    Prefixes that finish before ``prefix_len`` tokens are dropped (nothing left to prune).
+    ``check(problem, generated_text) -> (extracted answer, correct)`` is the task's own scoring
+    (reasoning-gym's for its tasks). Prefixes that finish before ``prefix_len`` tokens are dropped
+    (nothing left to prune).
     """
     done = done_pairs(out)
     todo = [p for p in problems if any((p["id"], i) not in done for i in range(job.prefixes))]
@@ -109,7 +111,8 @@ def label_problems(
             for j, (p, i, g) in enumerate(jobs):
                 cs = conts[j * job.continuations : (j + 1) * job.continuations]
                 prefix_text = decode(g)
-                answers = [extract_answer(prefix_text + decode(c)) for c in cs]
+                verdicts = [check(p, prefix_text + decode(c)) for c in cs]
+                answers = [a for a, _ in verdicts]
                 app.append(
                     LabelRecord(
                         problem_id=p["id"],
@@ -120,7 +123,7 @@ def label_problems(
                         prompt_len=len(prompts[p["id"]]),
                         prefix_len=len(g),
                         prefix_text=prefix_text,
-                        s_mc=sum(a == str(p["answer"]) for a in answers) / len(cs),
+                        s_mc=sum(ok for _, ok in verdicts) / len(cs),
                         K=len(cs),
                         cont_lengths=[len(g) + len(c) for c in cs],
                         cont_answers=answers,
