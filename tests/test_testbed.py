@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sglang_stop.testbed import asset_dir
 from sglang_stop.testbed.data import (
-    answer_of, check_steps, extract_answer, make_problems, sample_questions, solution, split_of,
+    answer_of, check_steps, extract_answer, make_problems, sample_questions, solution, split_of, written_solution,
 )
 
 
@@ -26,6 +27,21 @@ def test_check_steps():
     assert not check_steps("Q4-8-8=4-8=-3;") and not check_steps("Q4-8-8=4-7=-3;")  # arithmetic / copied operand
     assert check_steps("4-8=-4;-4-8=-12;A-12") and not check_steps("4-8=-4;-4-8=-11;")
     assert not check_steps("4-8=-4;5-8=-3;")  # chaining broken
+
+
+def test_sloppy_writer_chains_carry_their_slips():
+    import random
+
+    rng = random.Random(0)
+    qs = sample_questions(200, 0, "train")
+    assert all(written_solution(q, rng, False, 0.9) == solution(q) for q in qs)  # careful: always right
+    sloppy = [(q, written_solution(q, rng, True, 0.35)) for q in qs]
+    wrong = [(q, t) for q, t in sloppy if t != solution(q)]
+    assert 0.5 < len(wrong) / len(sloppy) < 0.95  # 3-5 steps at 0.35 a step
+    for q, t in sloppy:  # a slip is a visible arithmetic error; chaining goes on from the written value
+        assert check_steps(t) == check_steps(q + t) == (t == solution(q))
+    lucky = sum(extract_answer(t) == answer_of(q) for q, t in wrong)  # slips that cancel out
+    assert lucky / len(wrong) < 0.1
 
 
 def test_committed_model_loads_and_solves_some():

@@ -51,6 +51,26 @@ def solution(question: str) -> str:
     return "".join(steps) + f"A{acc}"
 
 
+def written_solution(question: str, rng: random.Random, sloppy: bool, error_rate: float) -> str:
+    """A chain as a writer produces it: a sloppy writer gets each result wrong with ``error_rate``
+    (off by 1-3) and carries the wrong value on, so one slip dooms the answer.
+
+    Training the language model on careful AND sloppy writers (as real text mixes both) makes "has
+    this text gone wrong?" part of its state: it needs that to predict how likely the next slip is.
+    A model trained on perfect chains only has no such state, and a scorer reading its KV cache has
+    nothing to find (measured: docs/stop-scorer.md).
+    """
+    acc, ops = parse_question(question)
+    steps = []
+    for op, y in ops:
+        new = acc + y if op == "+" else acc - y
+        if sloppy and rng.random() < error_rate:
+            new += rng.choice([-3, -2, -1, 1, 2, 3])
+        steps.append(f"{acc}{op}{y}={new};")
+        acc = new
+    return "".join(steps) + f"A{acc}"
+
+
 def answer_of(question: str) -> str:
     return solution(question).rsplit("A", 1)[1]
 

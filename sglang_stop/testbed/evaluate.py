@@ -25,7 +25,7 @@ from sglang_stop.training.metrics import auc, kept_accuracy, vote_accuracy, with
 
 @torch.no_grad()
 def heuristic_branches(model, records: Sequence[LabelRecord], top_k: int = 20) -> list[Branch]:
-    """Branch views with the logprobs a backend records while sampling (temperature 1)."""
+    """Branch views with the (untempered) logprobs a backend records while sampling."""
     out = []
     for r in records:
         logits = model(input_ids=torch.tensor([r.token_ids])).logits[0].float()
@@ -61,18 +61,22 @@ def figures(name: str, scores: Sequence[float], records: Sequence[LabelRecord], 
 @click.option("--probe", "probe_ckpt", default=None, help="--no-adapter checkpoint (linear probe)")
 @click.option("--top-k", default=5, show_default=True, help="confidence top-k (vocab is only 20)")
 @click.option("--keep", default=4, show_default=True)
+@click.option("--val-fraction", type=float, default=None,
+              help="score only the validation problems `train --val-fraction` held out of these labels")
 @click.option("--threads", default=1, show_default=True)
 @click.option("--json-out", default=None)
-def main(labels, model_dir, stop_ckpt, probe_ckpt, top_k, keep, threads, json_out) -> None:
-    from transformers import AutoModelForCausalLM
-
+def main(labels, model_dir, stop_ckpt, probe_ckpt, top_k, keep, val_fraction, threads, json_out) -> None:
+    from sglang_stop.models import load_model
     from sglang_stop.testbed import asset_dir, stop_asset_dir
     from sglang_stop.training.checkpoint import load_checkpoint
-    from sglang_stop.training.train import predict
+    from sglang_stop.training.train import predict, split_by_problem
 
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir or asset_dir(), dtype=torch.float32).eval()
+    model, _ = load_model(model_dir or str(asset_dir()), device="cpu", dtype="float32")
     recs = load_labels(labels)
+    if val_fraction is not None:
+        recs = split_by_problem(recs, val_fraction)[1]
+    testbed = all(r.question.startswith("Q") for r in recs)
     rows = []
     for name, ck in (("stop", stop_ckpt or stop_asset_dir()), ("no_adapter_probe", probe_ckpt)):
         if ck:
@@ -81,7 +85,8 @@ def main(labels, model_dir, stop_ckpt, probe_ckpt, top_k, keep, threads, json_ou
     ctx = ScoreContext(backend=None, rng=random.Random(0))
     rows.append(figures(f"confidence(top{top_k})", make_scorer("confidence", {"top_k": top_k}).score(branches, ctx), recs, keep))
     rows.append(figures("entropy", make_scorer("entropy").score(branches, ctx), recs, keep))
-    rows.append(figures("check_steps oracle", [float(check_steps(r.question + r.prefix_text)) for r in recs], recs, keep))
+    if testbed:
+        rows.append(figures("check_steps oracle", [float(check_steps(r.question + r.prefix_text)) for r in recs], recs, keep))
     rng = random.Random(0)
     rows.append(figures("random", [rng.random() for _ in recs], recs, keep))
     groups = [r.problem_id for r in recs]

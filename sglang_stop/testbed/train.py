@@ -1,7 +1,8 @@
 """Train the testbed model from scratch: ``python -m sglang_stop.testbed.train --out DIR``.
 
-Undertrained on purpose (stops once per-sample accuracy on held-out questions reaches the target,
-~50%) so that parallel paths make visible mistakes for a scorer to catch.
+Half the training chains come from a sloppy writer (``data.written_solution``), so the model's
+paths make visible mistakes for a scorer to catch, and its state tracks whether the text so far has
+gone wrong (it needs that to predict the next slip): the internal signal STOP reads.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from sglang_stop.testbed.data import extract_answer, make_problems, random_question, solution, split_of
+from sglang_stop.testbed.data import extract_answer, make_problems, random_question, split_of, written_solution
 from sglang_stop.testbed.tokenizer import build_tokenizer
 from sglang_stop.training.hf_sampler import HFSampler, SampleParams
 
@@ -38,15 +39,21 @@ def build_model(vocab_size: int, bos: int, eos: int, pad: int, seed: int = 0) ->
     return LlamaForCausalLM(cfg)
 
 
-def make_batch(rng: random.Random, tok, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask, and labels (loss on the completion + EOS only)."""
+def make_batch(
+    rng: random.Random, tok, batch: int, sloppy_fraction: float = 0.0, error_rate: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and labels (loss on the completion + EOS only).
+
+    A ``sloppy_fraction`` of the chains come from a sloppy writer (see ``written_solution``).
+    """
     rows, starts = [], []
     while len(rows) < batch:
         q = random_question(rng)
         if split_of(q) != "train":
             continue
         q_ids = tok(q)["input_ids"]
-        s_ids = tok(solution(q), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        text = written_solution(q, rng, rng.random() < sloppy_fraction, error_rate)
+        s_ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         rows.append(q_ids + s_ids)
         starts.append(len(q_ids))
     width = max(len(r) for r in rows)
@@ -80,9 +87,14 @@ def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0, 
 @click.option("--eval-every", default=50, show_default=True)
 @click.option("--eval-temperature", default=1.0, show_default=True, help="sampling temperature of the accuracy check")
 @click.option("--init", "init_dir", default=None, help="continue training this HF model dir instead of a fresh model")
+@click.option("--sloppy-fraction", default=0.5, show_default=True, help="share of training chains by a sloppy writer")
+@click.option("--error-rate", default=0.35, show_default=True, help="a sloppy writer's chance to get a result wrong")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True)
 @click.option("--threads", default=1, show_default=True)
 def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc: float, eval_every: int,
-         eval_temperature: float, init_dir: str | None, threads: int) -> None:
+         eval_temperature: float, init_dir: str | None, sloppy_fraction: float, error_rate: float, batch_size: int,
+         lr: float, threads: int) -> None:
     torch.set_num_threads(threads)
     tok = build_tokenizer()
     if init_dir:
@@ -90,7 +102,7 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
         torch.manual_seed(seed)
     else:
         model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(seed)
     # Accuracy is checked on eval-split questions (never trained on); seed 10_000+ keeps them
     # apart from the seeds benchmarks use.
@@ -98,7 +110,7 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
     log, t0, acc = [], time.time(), 0.0
     model.train()
     for step in range(1, max_steps + 1):
-        ids, mask, labels = make_batch(rng, tok, 64)
+        ids, mask, labels = make_batch(rng, tok, batch_size, sloppy_fraction, error_rate)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -118,7 +130,8 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     (out / "train_log.json").write_text(json.dumps({"seed": seed, "target_acc": target_acc, "eval_temperature": eval_temperature,
-                                                  "init": init_dir, "log": log}, indent=1) + "\n")
+                                                  "init": init_dir, "sloppy_fraction": sloppy_fraction, "error_rate": error_rate,
+                                                  "batch_size": batch_size, "lr": lr, "log": log}, indent=1) + "\n")
     print(f"saved {out} after {step} steps, {time.time() - t0:.0f}s, held-out per-sample accuracy {acc:.2f}")
 
 

@@ -61,13 +61,15 @@ def _run(fn, *args, **kw):
 @click.option("--prefix-len", default=16, show_default=True, help="prune point in generated tokens")
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--temperature", default=1.0, show_default=True)
+@click.option("--top-p", default=1.0, show_default=True)
+@click.option("--top-k", default=-1, show_default=True, help="-1: off")
 @click.option("--batch-size", default=512, show_default=True, help="sampler rows per generate call")
 @click.option("--problems-per-batch", default=32, show_default=True,
               help="problems whose P*K continuations are sampled together")
 @click.option("--threads", default=1, show_default=True)
 @click.option("--out", required=True, help="label JSONL (appended; existing pairs are skipped)")
 def label_cmd(model_dir, task, problems_jsonl, split, n, seed, prefixes, continuations, prefix_len, max_new_tokens,
-              temperature, batch_size, problems_per_batch, threads, out) -> None:
+              temperature, top_p, top_k, batch_size, problems_per_batch, threads, out) -> None:
     """Monte Carlo labels: P prefixes x K continuations per problem -> s_mc records.
 
     Prompts are formatted and answers checked exactly as `sglang-stop run` does for the task
@@ -90,8 +92,8 @@ def label_cmd(model_dir, task, problems_jsonl, split, n, seed, prefixes, continu
         default_dir = str(asset_dir()) if the_task.spec == "testbed" else None
         model, tok = load_model(model_dir or default_dir, device="cpu", dtype="float32")
         job = LabelJob(prefixes=prefixes, continuations=continuations, prefix_len=prefix_len,
-                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                       problems_per_batch=problems_per_batch)
+                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                       seed=seed, problems_per_batch=problems_per_batch)
         probs = _problems(the_task, problems_jsonl, n, seed, split)
         sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size)
         cfg = RuntimeConfig()
