@@ -271,7 +271,7 @@ TESTBED_STOP = Path(__file__).parent / "assets" / "testbed-stop"
 @click.option("--prefix-len", default=16, show_default=True)
 @click.option("--keep", default=4, show_default=True)
 @click.option("--max-new-tokens", default=64, show_default=True)
-@click.option("--temperature", default=1.6, show_default=True, help="the testbed STOP checkpoint is trained at 1.6")
+@click.option("--temperature", default=1.0, show_default=True, help="the committed testbed STOP checkpoint's labels are at T=1")
 @click.option("--checkpoint", default=None, help="STOP checkpoint; default: the committed testbed one")
 @click.option("--scorers", "scorer_names", default="none,random,confidence,entropy,stop", show_default=True)
 @click.option("--seed", default=1, show_default=True)

@@ -1,8 +1,9 @@
 """Train the testbed model from scratch: ``python -m sglang_stop.testbed.train --out DIR``.
 
-Half the training chains come from a sloppy writer (``data.written_solution``), so the model's
-paths make visible mistakes for a scorer to catch, and its state tracks whether the text so far has
-gone wrong (it needs that to predict the next slip): the internal signal STOP reads.
+The committed model is trained on correct chains only and stopped early (held-out per-sample accuracy
+~50%), so its paths make visible mistakes for a scorer to catch. ``--sloppy-fraction`` mixes in chains
+by a sloppy writer (``data.written_solution``), which should make "has the text gone wrong?" part of
+the model's state; see docs/stop-scorer.md for what that trial measured.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0, 
 @click.option("--eval-every", default=50, show_default=True)
 @click.option("--eval-temperature", default=1.0, show_default=True, help="sampling temperature of the accuracy check")
 @click.option("--init", "init_dir", default=None, help="continue training this HF model dir instead of a fresh model")
-@click.option("--sloppy-fraction", default=0.5, show_default=True, help="share of training chains by a sloppy writer")
+@click.option("--sloppy-fraction", default=0.0, show_default=True,
+              help="share of training chains by a sloppy writer (the committed model: 0)")
 @click.option("--error-rate", default=0.35, show_default=True, help="a sloppy writer's chance to get a result wrong")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
