@@ -86,3 +86,18 @@ class EntropyScorer(Scorer):
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
         o: WindowOptions = self.options  # type: ignore[assignment]
         return [_reduce([-h for h in b.entropies], o.window, o.reduce) for b in branches]
+
+
+@register_scorer("logprob")
+class LogprobScorer(Scorer):
+    """Log p of the tokens the path actually chose, reduced over the prefix (higher = less surprised).
+
+    ``window: 1, reduce: lowest`` is the single most surprising token: a model that knows the right
+    step gives a slip low probability, which confidence (the spread of the top-k) can miss.
+    """
+
+    Options = WindowOptions
+
+    def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
+        o: WindowOptions = self.options  # type: ignore[assignment]
+        return [_reduce(list(b.logprobs), o.window, o.reduce) for b in branches]
