@@ -153,6 +153,13 @@ class CalibrationSet:
     def all_scorers(self) -> list[str]:
         return [*VIRTUAL_SCORERS, *self.scorers]
 
+    @property
+    def weight_scorers(self) -> list[str]:
+        """Scorers usable with the weighted vote: the runtime's vote (sglang_stop.aggregate) rejects
+        negative weights, so only scorers whose recorded scores are all >= 0 (random: uniform [0, 1))."""
+        ok = [s for s in self.scorers if not (np.nanmin(self.scores[s], initial=0.0) < 0)]
+        return ["random", *ok]
+
 
 def from_records(records: list[CalibRecord], sources: list[str] | None = None) -> CalibrationSet:
     if not records:

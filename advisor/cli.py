@@ -282,6 +282,41 @@ def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, s
 
 
 @main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="the config `recommend` wrote (and the run used)")
+@click.option("--results", required=True, type=click.Path(dir_okay=False),
+              help="per-problem results of `sglang-stop run --config ... --out FILE`")
+@click.option("--calib", "calib", multiple=True, type=click.Path(dir_okay=False),
+              help="calibration set of the SAME problems and seed: also check the replay exactly, problem by problem")
+@click.option("--json", "as_json", is_flag=True)
+def check(config_path: str, results: str, calib: tuple[str, ...], as_json: bool) -> None:
+    """Predicted vs measured for a real run of a recommended config (and, with --calib, exactness)."""
+    from advisor.check import check_exact, check_prediction, load_results
+    from sglang_stop.config import load_config
+
+    cfg = load_config(config_path)
+    res = load_results(results)
+    pred = check_prediction(cfg, res, config_path)
+    out: dict[str, Any] = {"prediction": pred.model_dump()}
+    lines = [
+        f"{pred.problems} problems",
+        f"tokens/problem: predicted {pred.predicted_tokens_per_problem:,.1f}, measured {pred.measured_tokens_per_problem:,.1f} "
+        f"({100 * pred.tokens_rel_error:+.2f}%; within 5%: {'yes' if pred.tokens_within_5pct else 'NO'})",
+        f"accuracy: predicted {100 * pred.predicted_accuracy:.1f}% [{100 * pred.ci_low:.1f}, {100 * pred.ci_high:.1f}], "
+        f"measured {100 * pred.measured_accuracy:.1f}% (inside: {'yes' if pred.accuracy_inside_interval else 'NO'})",
+    ]
+    if calib:
+        ex = check_exact(list(calib), cfg, res)
+        out["exact"] = ex.model_dump()
+        lines.append(
+            f"exact replay of the first N recorded paths: tokens/problem {ex.replayed_tokens_per_problem:,.2f} vs "
+            f"{ex.measured_tokens_per_problem:,.2f}, accuracy {100 * ex.replayed_accuracy:.2f}% vs "
+            f"{100 * ex.measured_accuracy:.2f}%; problems differing: tokens {ex.token_mismatches}, "
+            f"answer {ex.answer_mismatches}" + (f" ({', '.join(ex.mismatched_ids)})" if ex.mismatched_ids else ""))
+    _emit(as_json, out, "\n".join(lines))
+
+
+@main.command()
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSONL to write")
 @click.option("--problems", default=30, show_default=True)
 @click.option("--preset", type=click.Choice(["paper", "testbed"]), default="paper", show_default=True)

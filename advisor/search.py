@@ -29,7 +29,15 @@ class SearchSpace(BaseModel):
     keep_ratios: list[float] = Field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))
     scorers: list[str] = Field(..., min_length=1)
     aggregations: list[str] = Field(default_factory=lambda: ["majority", "weighted"])
+    weight_scorers: list[str] | None = Field(
+        None, description="scorers allowed with the weighted vote (non-negative scores); None = all")
     max_stages: int = Field(1, ge=1, le=3)
+
+    def vote(self, scorer: str, aggregation: str) -> str:
+        """``weighted`` falls back to majority for scorers whose scores cannot be vote weights."""
+        if aggregation == "weighted" and self.weight_scorers is not None and scorer not in self.weight_scorers:
+            return "majority"
+        return aggregation
 
 
 def default_space(calib: CalibrationSet, *, max_stages: int = 1, scorers: list[str] | None = None) -> SearchSpace:
@@ -39,6 +47,7 @@ def default_space(calib: CalibrationSet, *, max_stages: int = 1, scorers: list[s
         n_values=n_values,
         prefix_lens=list(calib.prefix_lens),
         scorers=scorers or calib.all_scorers,
+        weight_scorers=calib.weight_scorers,
         max_stages=max_stages,
     )
 
@@ -63,7 +72,7 @@ def grid(space: SearchSpace) -> list[ReplayConfig]:
         for k in range(1, space.max_stages + 1):
             for plens in itertools.combinations(space.prefix_lens, k):
                 for ratios in itertools.product(space.keep_ratios, repeat=k):
-                    seen.setdefault(make_config(n, scorer, agg, list(zip(plens, ratios))), None)
+                    seen.setdefault(make_config(n, scorer, space.vote(scorer, agg), list(zip(plens, ratios))), None)
     return list(seen)
 
 
@@ -126,7 +135,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> ReplayConfig:
         for p, r in stages:
             merged[p] = min(r, merged.get(p, 1.0))
         stages = list(merged.items())
-    return make_config(n, scorer, agg, stages)
+    return make_config(n, scorer, space.vote(scorer, agg), stages)
 
 
 def _storage_url(storage: str | None) -> str | None:
