@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sglang_stop.config import ModelSpec, SamplingConfig
 from sglang_stop.errors import UserError
-from sglang_stop.io import read_jsonl
+from sglang_stop.io import read_data, read_jsonl
 
 CALIB_SCHEMA_VERSION = 1
 
@@ -153,6 +153,13 @@ class CalibrationSet:
     def all_scorers(self) -> list[str]:
         return [*VIRTUAL_SCORERS, *self.scorers]
 
+    @property
+    def weight_scorers(self) -> list[str]:
+        """Scorers usable with the weighted vote: the runtime's vote (sglang_stop.aggregate) rejects
+        negative weights, so only scorers whose recorded scores are all >= 0 (random: uniform [0, 1))."""
+        ok = [s for s in self.scorers if not (np.nanmin(self.scores[s], initial=0.0) < 0)]
+        return ["random", *ok]
+
 
 def from_records(records: list[CalibRecord], sources: list[str] | None = None) -> CalibrationSet:
     if not records:
@@ -189,7 +196,7 @@ def from_records(records: list[CalibRecord], sources: list[str] | None = None) -
 
 
 def load_calibration(paths: str | Path | list[str | Path]) -> CalibrationSet:
-    """Read and validate JSONL files; every error names ``file:line`` and the field."""
+    """Read and validate JSONL files (plain or ``.jsonl.gz``); every error names ``file:line`` and the field."""
     files = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not files:
         raise UserError("no calibration file given")
@@ -228,6 +235,6 @@ def _line_numbers(p: Path) -> list[int]:
     """1-based line numbers of the non-blank, complete lines (the ones read_jsonl yields)."""
     if not p.is_file():
         return []
-    lines = p.read_bytes().split(b"\n")
+    lines = read_data(p).split(b"\n")
     last = len(lines)
     return [i for i, raw in enumerate(lines, start=1) if raw.strip() and i != last]

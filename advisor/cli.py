@@ -172,15 +172,17 @@ def _setup(calib: tuple[str, ...], seed: int, max_stages: int, scorers: str | No
 @click.option("--objective", type=click.Choice(["accuracy", "tokens"]), default="accuracy", show_default=True,
               help="accuracy: most accurate within budget; tokens: cheapest within --tolerance of that")
 @click.option("--tolerance", default=0.01, show_default=True, help="accuracy slack for --objective tokens (fraction)")
+@click.option("--selection", type=click.Choice(["best", "robust"]), default="best", show_default=True,
+              help="best: highest replayed accuracy; robust: among those within 1 SE of it, the best neighbourhood")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="runtime config to write (.yaml or .json)")
 @_search_opts
 @click.option("--json", "as_json", is_flag=True)
-def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: float, out: str, trials: int, seed: int,
-              storage: str | None, study_name: str | None, max_stages: int, scorers: str | None, draws: int,
-              as_json: bool) -> None:
+def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: float, selection: str, out: str,
+              trials: int, seed: int, storage: str | None, study_name: str | None, max_stages: int, scorers: str | None,
+              draws: int, as_json: bool) -> None:
     """Search under a budget and write a config `sglang-stop run --config` accepts as is."""
     from advisor.recommend import to_runtime_config
-    from advisor.search import best_under_budget, check_budget, run_study
+    from advisor.search import check_budget, run_study, select
     from sglang_stop.config import dump_config
 
     t0 = time.perf_counter()
@@ -192,13 +194,13 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
                                    study_name=study_name, progress=cb)
     finally:
         close()
-    best = best_under_budget(results, budget, objective, tolerance)
+    best = select(results, budget, rule=selection, replayer=rep, space=space, objective=objective, tolerance=tolerance)
     if best is None:
         low = min(results, key=lambda r: r.tokens)
         raise UserError(f"--budget {budget:.0f}: no searched config fits; minimum is {low.tokens:.0f} tokens per problem")
     elapsed = time.perf_counter() - t0
     cfg = to_runtime_config(best, cs, budget=budget, extra={
-        "objective": objective, "study": study.study_name, "trials": len(study.trials), "seed": seed,
+        "objective": objective, "selection": selection, "study": study.study_name, "trials": len(study.trials), "seed": seed,
         "search_seconds": round(elapsed, 2)})
     dump_config(cfg, out)
     _emit(as_json, {**best.model_dump(mode="json"), "out": out, "seconds": round(elapsed, 2),
@@ -258,27 +260,69 @@ def plot(calib: tuple[str, ...], out: str, budget: float | None, max_stages: int
 @click.option("--trials", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--max-stages", default=1, show_default=True)
+@click.option("--selection", "selections", type=click.Choice(["best", "robust"]), multiple=True,
+              help="selection rule(s) to judge, on the same splits (repeatable; default: best)")
 @click.option("--json", "as_json", is_flag=True)
 def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, splits: int, trials: int, seed: int,
-           max_stages: int, as_json: bool) -> None:
+           max_stages: int, selections: tuple[str, ...], as_json: bool) -> None:
     """Benchmark: recommend on training problems, compare with the exhaustive grid's best on held-out ones."""
     from advisor.validate import holdout_regret
 
+    rules = selections or ("best",)
     rows = holdout_regret(_load(calib), list(budgets), holdout=holdout, seed=seed, trials=trials,
-                          max_stages=max_stages, splits=splits)
-    lines = [f"{'split':>5} {'budget':>9} {'rec acc':>8} {'oracle':>7} {'regret':>7} {'grid':>6} {'vs grid':>7} "
-             f"{'tokens':>9} {'secs':>5}  recommended | held-out oracle"]
-    lines += [f"{r.split:>5} {r.budget:>9,.0f} {100 * r.test_accuracy:>8.1f} {100 * r.oracle_accuracy:>7.1f} "
-              f"{r.regret_points:>7.2f} {100 * r.grid_choice_test_accuracy:>6.1f} {r.regret_vs_grid_points:>7.2f} "
-              f"{r.test_tokens:>9,.0f} {r.search_seconds:>5.1f}  {r.recommended} | {r.oracle}"
+                          max_stages=max_stages, splits=splits, selections=rules)
+    lines = [f"{'split':>5} {'budget':>9} {'rule':>6} {'rec acc':>8} {'oracle':>7} {'regret':>7} {'grid':>6} "
+             f"{'vs grid':>7} {'tokens':>9} {'secs':>5}  recommended | held-out oracle"]
+    lines += [f"{r.split:>5} {r.budget:>9,.0f} {r.selection:>6} {100 * r.test_accuracy:>8.1f} "
+              f"{100 * r.oracle_accuracy:>7.1f} {r.regret_points:>7.2f} {100 * r.grid_choice_test_accuracy:>6.1f} "
+              f"{r.regret_vs_grid_points:>7.2f} {r.test_tokens:>9,.0f} {r.search_seconds:>5.1f}  {r.recommended} | {r.oracle}"
               for r in rows]
-    mean = {b: sum(r.regret_points for r in rows if r.budget == b) / splits for b in budgets}
-    vs_grid = {b: sum(r.regret_vs_grid_points for r in rows if r.budget == b) / splits for b in budgets}
-    for name, m in (("vs held-out oracle", mean), ("vs exhaustive grid (same training problems)", vs_grid)):
-        lines.append(f"mean regret {name} (points): " + ", ".join(f"{b:,.0f}: {v:.2f}" for b, v in m.items())
-                     + f"; overall {sum(m.values()) / len(m):.2f}")
-    _emit(as_json, {"rows": [r.model_dump() for r in rows], "mean_regret_points": mean,
-                    "mean_regret_vs_grid_points": vs_grid}, "\n".join(lines))
+    summary: dict[str, Any] = {}
+    for rule in rules:
+        mine = [r for r in rows if r.selection == rule]
+        mean = {b: sum(r.regret_points for r in mine if r.budget == b) / splits for b in budgets}
+        vs_grid = {b: sum(r.regret_vs_grid_points for r in mine if r.budget == b) / splits for b in budgets}
+        summary[rule] = {"mean_regret_points": mean, "mean_regret_vs_grid_points": vs_grid}
+        for name, m in (("vs held-out oracle", mean), ("vs exhaustive grid (same training problems)", vs_grid)):
+            lines.append(f"[{rule}] mean regret {name} (points): " + ", ".join(f"{b:,.0f}: {v:.2f}" for b, v in m.items())
+                         + f"; overall {sum(m.values()) / len(m):.2f}")
+    out = {"rows": [r.model_dump() for r in rows], **summary.get("best", {}), "by_selection": summary}
+    _emit(as_json, out, "\n".join(lines))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="the config `recommend` wrote (and the run used)")
+@click.option("--results", required=True, type=click.Path(dir_okay=False),
+              help="per-problem results of `sglang-stop run --config ... --out FILE`")
+@click.option("--calib", "calib", multiple=True, type=click.Path(dir_okay=False),
+              help="calibration set of the SAME problems and seed: also check the replay exactly, problem by problem")
+@click.option("--json", "as_json", is_flag=True)
+def check(config_path: str, results: str, calib: tuple[str, ...], as_json: bool) -> None:
+    """Predicted vs measured for a real run of a recommended config (and, with --calib, exactness)."""
+    from advisor.check import check_exact, check_prediction, load_results
+    from sglang_stop.config import load_config
+
+    cfg = load_config(config_path)
+    res = load_results(results)
+    pred = check_prediction(cfg, res, config_path)
+    out: dict[str, Any] = {"prediction": pred.model_dump()}
+    lines = [
+        f"{pred.problems} problems",
+        f"tokens/problem: predicted {pred.predicted_tokens_per_problem:,.1f}, measured {pred.measured_tokens_per_problem:,.1f} "
+        f"({100 * pred.tokens_rel_error:+.2f}%; within 5%: {'yes' if pred.tokens_within_5pct else 'NO'})",
+        f"accuracy: predicted {100 * pred.predicted_accuracy:.1f}% [{100 * pred.ci_low:.1f}, {100 * pred.ci_high:.1f}], "
+        f"measured {100 * pred.measured_accuracy:.1f}% (inside: {'yes' if pred.accuracy_inside_interval else 'NO'})",
+    ]
+    if calib:
+        ex = check_exact(list(calib), cfg, res)
+        out["exact"] = ex.model_dump()
+        lines.append(
+            f"exact replay of the first N recorded paths: tokens/problem {ex.replayed_tokens_per_problem:,.2f} vs "
+            f"{ex.measured_tokens_per_problem:,.2f}, accuracy {100 * ex.replayed_accuracy:.2f}% vs "
+            f"{100 * ex.measured_accuracy:.2f}%; problems differing: tokens {ex.token_mismatches}, "
+            f"answer {ex.answer_mismatches}" + (f" ({', '.join(ex.mismatched_ids)})" if ex.mismatched_ids else ""))
+    _emit(as_json, out, "\n".join(lines))
 
 
 @main.command()

@@ -122,6 +122,11 @@ class Replayer:
             raise UserError(f"n={cfg.n} exceeds the {self.M} paths recorded per problem")
         if cfg.scorer not in self.calib.all_scorers:
             raise UserError(f"scorer '{cfg.scorer}' not recorded; have {', '.join(self.calib.all_scorers)}")
+        if cfg.aggregation == "weighted" and cfg.stages and cfg.scorer not in self.calib.weight_scorers:
+            raise UserError(
+                f"aggregation weighted: scorer '{cfg.scorer}' recorded negative scores, and the runtime's vote "
+                f"rejects negative weights; use majority (weighted works with: {', '.join(self.calib.weight_scorers)})"
+            )
         for i, st in enumerate(cfg.stages):
             if st.prefix_len not in self.calib.prefix_lens:
                 raise UserError(

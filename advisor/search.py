@@ -29,7 +29,15 @@ class SearchSpace(BaseModel):
     keep_ratios: list[float] = Field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))
     scorers: list[str] = Field(..., min_length=1)
     aggregations: list[str] = Field(default_factory=lambda: ["majority", "weighted"])
+    weight_scorers: list[str] | None = Field(
+        None, description="scorers allowed with the weighted vote (non-negative scores); None = all")
     max_stages: int = Field(1, ge=1, le=3)
+
+    def vote(self, scorer: str, aggregation: str) -> str:
+        """``weighted`` falls back to majority for scorers whose scores cannot be vote weights."""
+        if aggregation == "weighted" and self.weight_scorers is not None and scorer not in self.weight_scorers:
+            return "majority"
+        return aggregation
 
 
 def default_space(calib: CalibrationSet, *, max_stages: int = 1, scorers: list[str] | None = None) -> SearchSpace:
@@ -39,6 +47,7 @@ def default_space(calib: CalibrationSet, *, max_stages: int = 1, scorers: list[s
         n_values=n_values,
         prefix_lens=list(calib.prefix_lens),
         scorers=scorers or calib.all_scorers,
+        weight_scorers=calib.weight_scorers,
         max_stages=max_stages,
     )
 
@@ -63,7 +72,7 @@ def grid(space: SearchSpace) -> list[ReplayConfig]:
         for k in range(1, space.max_stages + 1):
             for plens in itertools.combinations(space.prefix_lens, k):
                 for ratios in itertools.product(space.keep_ratios, repeat=k):
-                    seen.setdefault(make_config(n, scorer, agg, list(zip(plens, ratios))), None)
+                    seen.setdefault(make_config(n, scorer, space.vote(scorer, agg), list(zip(plens, ratios))), None)
     return list(seen)
 
 
@@ -126,7 +135,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> ReplayConfig:
         for p, r in stages:
             merged[p] = min(r, merged.get(p, 1.0))
         stages = list(merged.items())
-    return make_config(n, scorer, agg, stages)
+    return make_config(n, scorer, space.vote(scorer, agg), stages)
 
 
 def _storage_url(storage: str | None) -> str | None:
@@ -292,3 +301,89 @@ def _polish(study: optuna.Study, objective: Callable[[optuna.Trial], Any], space
 
 def exhaustive(replayer: Replayer, space: SearchSpace) -> list[ReplayResult]:
     return replayer.evaluate_many(grid(space))
+
+
+SELECTIONS = ("best", "robust")
+
+
+def config_neighbours(cfg: ReplayConfig, space: SearchSpace) -> list[ReplayConfig]:
+    """Policies one step away on each ordered axis (N; each stage's prefix length and keep ratio),
+    same scorer and vote: the neighbourhood the ``robust`` rule averages over."""
+    n_vals = space.n_values
+    if not cfg.stages:
+        i = n_vals.index(cfg.n) if cfg.n in n_vals else None
+        return [make_config(n_vals[j], "none", "majority", []) for j in (i - 1, i + 1)
+                if i is not None and 0 <= j < len(n_vals)]
+    alive, stages = cfg.n, []
+    for st in cfg.stages:  # keep counts -> the nearest ratio of the space
+        r = min(space.keep_ratios, key=lambda x: abs(keep_count(alive, x) - st.keep) + abs(x - st.keep / alive) * 1e-3)
+        stages.append([st.prefix_len, r])
+        alive = st.keep
+    out = []
+
+    def add(n: int, sts: list[list]) -> None:
+        if len({p for p, _ in sts}) == len(sts):
+            out.append(make_config(n, cfg.scorer, cfg.aggregation, [tuple(s) for s in sts]))  # type: ignore[misc]
+
+    if cfg.n in n_vals:
+        i = n_vals.index(cfg.n)
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(n_vals):
+                add(n_vals[j], stages)
+    for k, (p, r) in enumerate(stages):
+        for axis, vals, cur in ((0, space.prefix_lens, p), (1, space.keep_ratios, r)):
+            if cur not in vals:
+                continue
+            i = vals.index(cur)
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(vals):
+                    sts = [list(s) for s in stages]
+                    sts[k][axis] = vals[j]
+                    add(cfg.n, sts)
+    return [c for c in dict.fromkeys(out) if c != cfg]
+
+
+def select(
+    results: list[ReplayResult],
+    budget: float | None,
+    *,
+    rule: str = "best",
+    replayer: Replayer | None = None,
+    space: SearchSpace | None = None,
+    objective: str = "accuracy",
+    tolerance: float = 0.01,
+    margin_se: float = 1.0,
+    candidates: int = 20,
+) -> ReplayResult | None:
+    """Pick the recommendation among evaluated policies.
+
+    ``best``: the most accurate within budget (``best_under_budget``). ``robust``: among the feasible
+    policies whose accuracy is within ``margin_se`` standard errors (from the top policy's 95%
+    interval) of the best, the one whose *neighbourhood* (itself and its one-step neighbours, any
+    token cost) replays best on average. Training accuracy of the single best policy is inflated
+    by selection among many near-tied ones; a policy in a flat good region holds up better on new
+    problems. Measured, not assumed: docs/benchmarks.md (regret) says which rule wins.
+    """
+    if rule == "best" or objective == "tokens":
+        return best_under_budget(results, budget, objective, tolerance)
+    if rule != "robust":
+        raise UserError(f"--selection: must be one of {', '.join(SELECTIONS)}, got '{rule}'")
+    if replayer is None or space is None:
+        raise ValueError("robust selection needs the replayer and the space")
+    top = best_under_budget(results, budget)
+    if top is None:
+        return None
+    margin = margin_se * (top.ci_high - top.ci_low) / 3.92
+    ok = {r.config: r for r in results if (budget is None or r.tokens <= budget) and r.accuracy >= top.accuracy - margin}
+    pool = sorted(ok.values(), key=lambda r: (-r.accuracy, r.tokens))[:candidates]
+
+    def smoothed(r: ReplayResult) -> float:
+        near = []
+        for c in config_neighbours(r.config, space):
+            try:
+                near.append(replayer.evaluate(c).accuracy)
+            except UserError:  # e.g. a neighbour outside the recorded points
+                continue
+        return (r.accuracy + sum(near)) / (1 + len(near))
+
+    return max(pool, key=lambda r: (smoothed(r), r.accuracy, -r.tokens))

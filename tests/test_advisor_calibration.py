@@ -97,3 +97,20 @@ def test_writer_resumes_and_drops_torn_tail(tmp_path):
             if r.problem_id not in w.done:
                 w.append(r)
     assert [r.problem_id for r in load_calibration(f).records] == ["synthetic-0000", "synthetic-0001", "synthetic-0002"]
+
+
+def test_gzipped_set_loads_and_errors_name_its_line(tmp_path):
+    import gzip
+
+    from advisor.collect import CalibrationWriter
+
+    plain, packed = tmp_path / "c.jsonl", tmp_path / "c.jsonl.gz"
+    write_synthetic(plain, 4, preset="testbed", seed=1)
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = load_calibration(plain), load_calibration(packed)
+    assert a.records == b.records and (a.lengths == b.lengths).all()
+    packed.write_bytes(gzip.compress(plain.read_bytes() + b"{broken\n"))
+    with pytest.raises(UserError, match=r"c.jsonl.gz:5: invalid JSON"):
+        load_calibration(packed)
+    with pytest.raises(UserError, match="plain .jsonl"):
+        CalibrationWriter(packed)

@@ -95,3 +95,23 @@ def test_replay_pareto_fit_plot_guideline(small_set, tmp_path):
     r = _run("plot", "--calib", small_set, "--out", png, "--draws", 8, "--json")
     assert r.exit_code == 0, r.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_check_reports_predicted_vs_measured(tmp_path):
+    from sglang_stop.config import dump_config
+    from sglang_stop.runner import ProblemResult
+
+    cfg = RuntimeConfig(n=2, metadata={"predicted_tokens_per_problem": 100.0, "predicted_accuracy": 0.5,
+                                       "ci_low": 0.2, "ci_high": 0.8})
+    dump_config(cfg, tmp_path / "rec.yaml")
+    res = [ProblemResult(problem_id=f"p{i}", question="q", gold="1", predicted="1" if i else "2", correct=bool(i),
+                         tokens=t, paths=[], path_correct=[]) for i, t in enumerate((90, 120))]
+    (tmp_path / "run.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in res))
+    r = _run("check", "--config", tmp_path / "rec.yaml", "--results", tmp_path / "run.jsonl", "--json")
+    assert r.exit_code == 0, r.output
+    pred = json.loads(r.stdout)["prediction"]
+    assert pred["measured_tokens_per_problem"] == 105 and abs(pred["tokens_rel_error"] - 0.05) < 1e-12
+    assert pred["tokens_within_5pct"] and pred["measured_accuracy"] == 0.5 and pred["accuracy_inside_interval"]
+    dump_config(RuntimeConfig(n=2), tmp_path / "plain.yaml")
+    r = _run("check", "--config", tmp_path / "plain.yaml", "--results", tmp_path / "run.jsonl")
+    assert r.exit_code == 2 and "metadata.predicted_tokens_per_problem missing" in r.output

@@ -6,6 +6,7 @@ import pytest
 from advisor.calibration import CalibPath, CalibRecord, from_records
 from advisor.replay import Replayer, ReplayConfig, Stage
 from sglang_stop.config import SamplingConfig
+from sglang_stop.errors import UserError
 
 
 def _rec(paths, pid="p", scorer="s") -> CalibRecord:
@@ -50,12 +51,24 @@ def test_exact_accuracy_and_tokens(rep, stages, agg, acc, tokens):
     assert res.ci_low <= res.accuracy <= res.ci_high
 
 
-def test_weighted_uses_raw_scores_like_the_runtime():
-    # Raw sums, as sglang_stop.program does: with negative scores, more votes weigh less.
+def test_weighted_vote_refused_for_negative_scores_as_the_runtime_does():
+    # sglang_stop.aggregate rejects negative weights (ValueError mid-run), so the replay refuses the
+    # policy and the search space turns weighted into majority for such a scorer.
+    from advisor.search import default_space, grid
+    from sglang_stop.aggregate import majority_vote
+
+    with pytest.raises(ValueError, match="must be finite and >= 0"):
+        majority_vote(["A", "B"], [-1.0, -1.0])
     neg = [("A", True, 50, -1.0, -1.0), ("B", False, 40, -1.0, -1.0), ("A", True, 60, -1.0, -1.0)]
-    r = Replayer(from_records([_rec(neg)]), draws=4, bootstrap=10)
-    assert r.evaluate(_cfg(((10, 3),), agg="weighted", n=3)).accuracy == 0.0
+    cs = from_records([_rec(neg)])
+    r = Replayer(cs, draws=4, bootstrap=10)
+    with pytest.raises(UserError, match="scorer 's' recorded negative scores"):
+        r.evaluate(_cfg(((10, 2),), agg="weighted", n=3))
     assert r.evaluate(_cfg(((10, 3),), agg="majority", n=3)).accuracy == 1.0
+    space = default_space(cs)
+    assert cs.weight_scorers == ["random"]
+    assert not [c for c in grid(space) if c.scorer == "s" and c.aggregation == "weighted"]
+    assert [c for c in grid(space) if c.scorer == "random" and c.aggregation == "weighted"]
 
 
 def test_finished_paths_need_no_scores():

@@ -94,3 +94,30 @@ def test_holdout_regret_rows(calib):
     (r,) = rows
     assert r.oracle_accuracy >= r.test_accuracy - 1e-9  # the held-out oracle is the best on that half
     assert abs(r.regret_vs_grid_points - 100 * (r.grid_choice_test_accuracy - r.test_accuracy)) < 1e-9
+
+
+def test_robust_selection_prefers_a_good_neighbourhood(calib):
+    from advisor.search import config_neighbours, select
+
+    rep = Replayer(calib, draws=16, bootstrap=50)
+    sp = default_space(calib)
+    cfg = make_config(8, "stop", "majority", [(64, 0.5)])
+    near = config_neighbours(cfg, sp)
+    assert make_config(4, "stop", "majority", [(64, 0.5)]) in near and make_config(16, "stop", "majority", [(64, 0.5)]) in near
+    assert make_config(8, "stop", "majority", [(32, 0.5)]) in near and make_config(8, "stop", "majority", [(64, 0.25)]) in near
+    assert cfg not in near and all(c.scorer == "stop" for c in near)
+    results = exhaustive(rep, sp)
+    budget = 900.0
+    best = select(results, budget, rule="best")
+    robust = select(results, budget, rule="robust", replayer=rep, space=sp)
+    assert best is not None and robust is not None and robust.tokens <= budget
+    margin = (best.ci_high - best.ci_low) / 3.92
+    assert robust.accuracy >= best.accuracy - margin - 1e-12
+
+    def smooth(r):
+        accs = [r.accuracy] + [rep.evaluate(c).accuracy for c in config_neighbours(r.config, sp)]
+        return sum(accs) / len(accs)
+
+    assert smooth(robust) >= smooth(best) - 1e-12
+    with pytest.raises(UserError, match="--selection"):
+        select(results, budget, rule="nope", replayer=rep, space=sp)

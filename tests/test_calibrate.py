@@ -43,3 +43,35 @@ def test_collect_records_every_scorer_and_resumes(tiny_lm, tmp_path):
             for L in (3, 6):
                 if p.length > L:
                     assert set(p.scores["confidence"]) >= {L}
+
+
+def test_pruned_run_matches_exact_replay_of_calibration(tiny_lm, tmp_path):
+    """A pruned run with the calibration's seed samples the first N recorded paths: the advisor's
+    per-problem replay (runtime rules) must give its tokens and voted answer exactly."""
+    from advisor.check import check_exact
+    from sglang_stop.runner import run_problems
+
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(f'{{"id": "q{i}", "question": "Q{i}*2=", "answer": "{2 * i}"}}\n' for i in range(4)))
+    task = JsonlTask(str(data))
+    task.default_prompt = "{question}"
+    task.chat_template = False
+    probs = task.problems(4, 0)
+    out = tmp_path / "calib.jsonl"
+    base = RuntimeConfig(sampling={"max_new_tokens": 12, "temperature": 1.0}, seed=3)
+    be = LocalBackend(*tiny_lm)
+    try:
+        collect(be, task, probs, base, out=out, n_max=6, prefix_lens=[3, 6], scorers={"confidence": {}},
+                model_id="tiny", concurrency=2)
+        for stages, agg in (([{"prefix_len": 3, "keep": 2}], "weighted"),
+                            ([{"prefix_len": 3, "keep": 3}, {"prefix_len": 6, "keep": 1}], "majority")):
+            cfg = RuntimeConfig.model_validate({**base.model_dump(), "n": 5, "stages": stages,
+                                                "scorer": {"name": "confidence"}, "aggregation": {"method": agg}})
+            results, _ = run_problems(be, task, probs, cfg, concurrency=2)
+            rep = check_exact(out, cfg, results)
+            assert rep.problems == 4
+            assert rep.token_mismatches == 0 and rep.answer_mismatches == 0, rep
+            assert rep.replayed_tokens_per_problem == sum(r.tokens for r in results) / 4
+            assert rep.replayed_tokens_per_problem < sum(len(p.paths) for p in results) * 12  # it pruned
+    finally:
+        be.shutdown()
