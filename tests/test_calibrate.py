@@ -11,12 +11,18 @@ from sglang_stop.config import RuntimeConfig
 from sglang_stop.tasks import JsonlTask
 
 
-def test_collect_records_every_scorer_and_resumes(tiny_lm, tmp_path):
+def raw_task(tmp_path, rows: list[tuple[str, str]]) -> JsonlTask:
+    """A JSONL task of (question, answer) rows fed to the model as is (no prompt, no chat template)."""
     data = tmp_path / "p.jsonl"
-    data.write_text("".join(f'{{"id": "q{i}", "question": "Q{i}+1=", "answer": "{i + 1}"}}\n' for i in range(3)))
+    data.write_text("".join(f'{{"id": "q{i}", "question": "{q}", "answer": "{a}"}}\n' for i, (q, a) in enumerate(rows)))
     task = JsonlTask(str(data))
     task.default_prompt = "{question}"
     task.chat_template = False
+    return task
+
+
+def test_collect_records_every_scorer_and_resumes(tiny_lm, tmp_path):
+    task = raw_task(tmp_path, [(f"Q{i}+1=", str(i + 1)) for i in range(3)])
     probs = task.problems(3, 0)
     out = tmp_path / "calib.jsonl"
     be = LocalBackend(*tiny_lm)
@@ -51,11 +57,7 @@ def test_pruned_run_matches_exact_replay_of_calibration(tiny_lm, tmp_path):
     from advisor.check import check_exact
     from sglang_stop.runner import run_problems
 
-    data = tmp_path / "p.jsonl"
-    data.write_text("".join(f'{{"id": "q{i}", "question": "Q{i}*2=", "answer": "{2 * i}"}}\n' for i in range(4)))
-    task = JsonlTask(str(data))
-    task.default_prompt = "{question}"
-    task.chat_template = False
+    task = raw_task(tmp_path, [(f"Q{i}*2=", str(2 * i)) for i in range(4)])
     probs = task.problems(4, 0)
     out = tmp_path / "calib.jsonl"
     base = RuntimeConfig(sampling={"max_new_tokens": 12, "temperature": 1.0}, seed=3)
