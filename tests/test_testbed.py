@@ -44,6 +44,25 @@ def test_sloppy_writer_chains_carry_their_slips():
     assert lucky / len(wrong) < 0.1
 
 
+def test_default_batches_are_the_committed_recipe():
+    """No sloppy writers = correct chains drawn from the same random stream as the committed model's."""
+    import random
+
+    from sglang_stop.testbed.data import random_question
+    from sglang_stop.testbed.tokenizer import build_tokenizer
+    from sglang_stop.testbed.train import make_batch
+
+    tok = build_tokenizer()
+    ids, _, _ = make_batch(random.Random(7), tok, 6)
+    rng, want = random.Random(7), []
+    while len(want) < 6:
+        q = random_question(rng)
+        if split_of(q) == "train":
+            want.append(q + solution(q))
+    got = [tok.decode(row, skip_special_tokens=True) for row in ids.tolist()]
+    assert got == want
+
+
 def test_committed_model_loads_and_solves_some():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -53,7 +53,9 @@ def make_batch(
         if split_of(q) != "train":
             continue
         q_ids = tok(q)["input_ids"]
-        text = written_solution(q, rng, rng.random() < sloppy_fraction, error_rate)
+        # No draw when there are no sloppy writers: the committed model's recipe keeps its stream.
+        sloppy = sloppy_fraction > 0 and rng.random() < sloppy_fraction
+        text = written_solution(q, rng, sloppy, error_rate)
         s_ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         rows.append(q_ids + s_ids)
         starts.append(len(q_ids))
