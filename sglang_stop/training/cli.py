@@ -11,33 +11,38 @@ import click
 from sglang_stop.errors import UserError
 
 
-def _load_model(path: str, threads: int):
+def _load_model(path: str | None, threads: int):
+    """The runtime's loader (None = the embedded default), fp32 on CPU, with ``threads`` torch threads."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sglang_stop.models import load_model
 
     torch.set_num_threads(threads)
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise UserError(f"--model: {p}: not a Hugging Face model directory (no config.json)")
-    tok = AutoTokenizer.from_pretrained(p)
-    model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval()
-    return model, tok
+    return load_model(path, device="cpu", dtype="float32")
 
 
 def _problems(task, problems_jsonl: str | None, n: int, seed: int, split: str) -> list[dict]:
-    """Problems as ``{id, question, answer}`` dicts; the testbed draws from ``split`` (label/eval)."""
+    """Problems as ``{id, question, answer, problem}`` dicts (``problem``: the task's ``Problem``, which
+    its scoring takes); the testbed draws from ``split`` (label/eval)."""
+    from sglang_stop.tasks import Problem
+
     if problems_jsonl:
         rows = [json.loads(line) for line in Path(problems_jsonl).read_text().splitlines() if line.strip()]
         for i, r in enumerate(rows, 1):
             missing = {"id", "question", "answer"} - set(r)
             if missing:
                 raise UserError(f"{problems_jsonl}:{i}: missing {sorted(missing)}")
-        return rows[:n]
-    if task.spec == "testbed":
+        rows = rows[:n]
+    elif task.spec == "testbed":
         from sglang_stop.testbed.data import make_problems
 
-        return make_problems(n, seed, split=split)  # type: ignore[arg-type]
-    return [{"id": p.id, "question": p.question, "answer": p.answer, "_problem": p} for p in task.problems(n, seed)]
+        rows = make_problems(n, seed, split=split)  # type: ignore[arg-type]
+    else:
+        return [{"id": p.id, "question": p.question, "answer": p.answer, "problem": p} for p in task.problems(n, seed)]
+    return [
+        {**r, "problem": Problem(id=str(r["id"]), question=r["question"], answer=str(r["answer"]), source=task.spec)}
+        for r in rows
+    ]
 
 
 def _run(fn, *args, **kw):
@@ -77,31 +82,21 @@ def label_cmd(model_dir, task, problems_jsonl, split, n, seed, prefixes, continu
     """
     from sglang_stop.config import RuntimeConfig
     from sglang_stop.runner import format_prompt
-    from sglang_stop.tasks import Problem, load_task
+    from sglang_stop.tasks import load_task
     from sglang_stop.testbed import asset_dir
     from sglang_stop.training.hf_sampler import HFSampler
     from sglang_stop.training.labels import LabelJob, label_problems
 
     def go() -> None:
-        import torch
-
-        from sglang_stop.models import load_model
-
-        torch.set_num_threads(threads)
         the_task = load_task(task)  # also scores --problems-jsonl rows
         default_dir = str(asset_dir()) if the_task.spec == "testbed" else None
-        model, tok = load_model(model_dir or default_dir, device="cpu", dtype="float32")
+        model, tok = _load_model(model_dir or default_dir, threads)
         job = LabelJob(prefixes=prefixes, continuations=continuations, prefix_len=prefix_len,
                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                        seed=seed, problems_per_batch=problems_per_batch)
         probs = _problems(the_task, problems_jsonl, n, seed, split)
         sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size)
         cfg = RuntimeConfig()
-
-        def check(p: dict, text: str) -> tuple[str | None, bool]:
-            prob = p.get("_problem") or Problem(id=p["id"], question=p["question"], answer=str(p["answer"]),
-                                                source=the_task.spec)
-            return the_task.check(prob, text)
 
         def encode(q: str) -> list[int]:  # what LocalBackend feeds the model for a fresh prompt
             return list(tok(format_prompt(the_task, cfg, tok, q), add_special_tokens=True)["input_ids"])
@@ -110,7 +105,7 @@ def label_cmd(model_dir, task, problems_jsonl, split, n, seed, prefixes, continu
             probs, out, job, sampler,
             encode_prompt=encode,
             decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
-            check=check,
+            check=lambda p, text: the_task.check(p["problem"], text),
             progress=lambda i, t: click.echo(f"{i}/{t} problems", err=True),
         )
         click.echo(f"wrote {written} records to {out}")
