@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -153,7 +154,7 @@ class CalibrationSet:
     def all_scorers(self) -> list[str]:
         return [*VIRTUAL_SCORERS, *self.scorers]
 
-    @property
+    @cached_property
     def weight_scorers(self) -> list[str]:
         """Scorers usable with the weighted vote: the runtime's vote (sglang_stop.aggregate) rejects
         negative weights, so only scorers whose recorded scores are all >= 0 (random: uniform [0, 1))."""
