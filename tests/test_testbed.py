@@ -44,6 +44,21 @@ def test_sloppy_writer_chains_carry_their_slips():
     assert lucky / len(wrong) < 0.1
 
 
+def test_abstaining_writer_gives_no_answer_only_after_a_slip():
+    import random
+
+    qs = sample_questions(200, 1, "train")
+    rng = random.Random(1)
+    chains = [(q, written_solution(q, rng, True, 0.35, abstain_rate=1.0)) for q in qs]
+    bare = [(q, t) for q, t in chains if t.endswith("A")]
+    assert 0.5 < len(bare) / len(chains) < 0.95
+    assert all(extract_answer(t) is None and not check_steps(q + t[:-1]) for q, t in bare)
+    assert all(check_steps(q + t) for q, t in chains if not t.endswith("A"))  # every slipped chain abstained
+    # with abstain_rate 0 the stream (and every chain) is the sloppy writer's as before
+    r1, r2 = random.Random(3), random.Random(3)
+    assert [written_solution(q, r1, True, 0.35) for q in qs] == [written_solution(q, r2, True, 0.35, 0.0) for q in qs]
+
+
 def test_default_batches_are_the_committed_recipe():
     """No sloppy writers = correct chains drawn from the same random stream as the committed model's."""
     import random

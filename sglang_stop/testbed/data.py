@@ -51,24 +51,32 @@ def solution(question: str) -> str:
     return "".join(steps) + f"A{acc}"
 
 
-def written_solution(question: str, rng: random.Random, sloppy: bool, error_rate: float) -> str:
+def written_solution(
+    question: str, rng: random.Random, sloppy: bool, error_rate: float, abstain_rate: float = 0.0
+) -> str:
     """A chain as a writer produces it: a sloppy writer gets each result wrong with ``error_rate``
-    (off by 1-3) and carries the wrong value on, so one slip dooms the answer.
+    (off by 1-3) and carries the wrong value on, so one slip dooms the answer. A writer who slipped
+    ends with a bare ``A`` (no answer: "I went wrong somewhere") with ``abstain_rate``.
 
     Training the language model on careful AND sloppy writers (as real text mixes both) makes "has
     this text gone wrong?" part of its state: it needs that to predict how likely the next slip is.
     A model trained on perfect chains only has no such state, and a scorer reading its KV cache has
-    nothing to find (measured: docs/stop-scorer.md).
+    nothing to find (measured: docs/stop-scorer.md). Sloppiness alone did not make the state strong;
+    abstaining gives the model a direct reason to carry "I slipped" from the slip to the end, as real
+    reasoning text does when a writer admits being unsure.
     """
     acc, ops = parse_question(question)
-    steps = []
+    steps, slipped = [], False
     for op, y in ops:
         new = acc + y if op == "+" else acc - y
         if sloppy and rng.random() < error_rate:
             new += rng.choice([-3, -2, -1, 1, 2, 3])
+            slipped = True
         steps.append(f"{acc}{op}{y}={new};")
         acc = new
-    return "".join(steps) + f"A{acc}"
+    # No draw unless it can matter: earlier recipes keep their random stream.
+    abstain = slipped and abstain_rate > 0 and rng.random() < abstain_rate
+    return "".join(steps) + ("A" if abstain else f"A{acc}")
 
 
 def answer_of(question: str) -> str:

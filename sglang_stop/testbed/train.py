@@ -41,7 +41,8 @@ def build_model(vocab_size: int, bos: int, eos: int, pad: int, seed: int = 0) ->
 
 
 def make_batch(
-    rng: random.Random, tok, batch: int, sloppy_fraction: float = 0.0, error_rate: float = 0.0
+    rng: random.Random, tok, batch: int, sloppy_fraction: float = 0.0, error_rate: float = 0.0,
+    abstain_rate: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, attention mask, and labels (loss on the completion + EOS only).
 
@@ -55,7 +56,7 @@ def make_batch(
         q_ids = tok(q)["input_ids"]
         # No draw when there are no sloppy writers: the committed model's recipe keeps its stream.
         sloppy = sloppy_fraction > 0 and rng.random() < sloppy_fraction
-        text = written_solution(q, rng, sloppy, error_rate)
+        text = written_solution(q, rng, sloppy, error_rate, abstain_rate)
         s_ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         rows.append(q_ids + s_ids)
         starts.append(len(q_ids))
@@ -93,11 +94,13 @@ def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0, 
 @click.option("--sloppy-fraction", default=0.0, show_default=True,
               help="share of training chains by a sloppy writer (the committed model: 0)")
 @click.option("--error-rate", default=0.35, show_default=True, help="a sloppy writer's chance to get a result wrong")
+@click.option("--abstain-rate", default=0.0, show_default=True,
+              help="chance that a writer who slipped ends with a bare 'A' (no answer)")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--threads", default=1, show_default=True)
 def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc: float, eval_every: int,
-         eval_temperature: float, init_dir: str | None, sloppy_fraction: float, error_rate: float, batch_size: int,
+         eval_temperature: float, init_dir: str | None, sloppy_fraction: float, error_rate: float, abstain_rate: float, batch_size: int,
          lr: float, threads: int) -> None:
     torch.set_num_threads(threads)
     tok = build_tokenizer()
@@ -114,7 +117,7 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
     log, t0, acc = [], time.time(), 0.0
     model.train()
     for step in range(1, max_steps + 1):
-        ids, mask, labels = make_batch(rng, tok, batch_size, sloppy_fraction, error_rate)
+        ids, mask, labels = make_batch(rng, tok, batch_size, sloppy_fraction, error_rate, abstain_rate)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -135,6 +138,7 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
     tok.save_pretrained(out)
     (out / "train_log.json").write_text(json.dumps({"seed": seed, "target_acc": target_acc, "eval_temperature": eval_temperature,
                                                   "init": init_dir, "sloppy_fraction": sloppy_fraction, "error_rate": error_rate,
+                                                  "abstain_rate": abstain_rate,
                                                   "batch_size": batch_size, "lr": lr, "log": log}, indent=1) + "\n")
     print(f"saved {out} after {step} steps, {time.time() - t0:.0f}s, held-out per-sample accuracy {acc:.2f}")
 
