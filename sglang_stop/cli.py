@@ -274,13 +274,16 @@ TESTBED_STOP = Path(__file__).parent / "assets" / "testbed-stop"
 @click.option("--temperature", default=1.0, show_default=True, help="the committed testbed STOP checkpoint's labels are at T=1")
 @click.option("--checkpoint", default=None, help="STOP checkpoint; default: the committed testbed one")
 @click.option("--scorers", "scorer_names", default="none,random,confidence,entropy,stop", show_default=True)
+@click.option("--scorer-options", "scorer_options", multiple=True, metavar="NAME=JSON",
+              help='options of one scorer, e.g. logprob=\'{"window": 1, "reduce": "lowest"}\' (repeatable)')
 @click.option("--seed", default=1, show_default=True)
 @click.option("--concurrency", default=8, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(model: str | None, task: str | None, problems: int, n: int, prefix_len: int, keep: int,
-                  max_new_tokens: int, temperature: float, checkpoint: str | None, scorer_names: str, seed: int,
-                  concurrency: int, threads: int | None, as_json: bool) -> None:
+                  max_new_tokens: int, temperature: float, checkpoint: str | None, scorer_names: str,
+                  scorer_options: tuple[str, ...], seed: int, concurrency: int, threads: int | None,
+                  as_json: bool) -> None:
     """Scorers at matched budget (same N, Lp, K, seeds) on held-out problems, with bootstrap intervals."""
     from sglang_stop.bench.compare import run_compare_bench
     from sglang_stop.config import ModelSpec
@@ -295,6 +298,8 @@ def bench_compare(model: str | None, task: str | None, problems: int, n: int, pr
     if "stop" in names and ckpt is None:
         raise UserError("--checkpoint: the stop scorer needs a STOP checkpoint for this model")
     opts = {name: ({"checkpoint": ckpt} if name == "stop" else {}) for name in names}
+    for name, extra in _parse_scorer_options(scorer_options, names).items():
+        opts[name].update(extra)
     base = config_from_dict({"n": n, "seed": seed, "sampling": {"max_new_tokens": max_new_tokens,
                                                                  "temperature": temperature}}, "command line")
     probs = load_problems(tsk, problems, seed)
@@ -305,6 +310,23 @@ def bench_compare(model: str | None, task: str | None, problems: int, n: int, pr
     finally:
         backend.shutdown()
     click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+
+
+def _parse_scorer_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
+    """``NAME=JSON`` pairs -> {name: options}; the scorer must be one of ``--scorers``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in names:
+            raise UserError(f"--scorer-options {item!r}: expected NAME=JSON with NAME one of --scorers ({', '.join(names)})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--scorer-options {name}: not JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(value, dict):
+            raise UserError(f"--scorer-options {name}: expected a JSON object, got {type(value).__name__}")
+        out.setdefault(name, {}).update(value)
+    return out
 
 
 def _add_training_commands() -> None:

@@ -86,6 +86,9 @@ def test_schema_command_prints_the_json_schema():
         (["run", "--prefix-len", "-5", "--keep", "2"], "stages.0.prefix_len"),
         (["run", "--scorer", "nope"], "unknown scorer 'nope'"),
         (["run", "--config", "configs/missing.yaml"], "configs/missing.yaml: config file not found"),
+        (["bench", "compare", "--scorers", "none,logprob", "--scorer-options", "entropy={}"], "NAME one of --scorers"),
+        (["bench", "compare", "--scorers", "logprob", "--scorer-options", "logprob={window: 1}"], "logprob: not JSON"),
+        (["bench", "compare", "--scorers", "logprob", "--scorer-options", "logprob=[1]"], "expected a JSON object"),
     ],
 )
 def test_cli_user_errors_are_one_line_without_traceback(args, fragment, tmp_path):

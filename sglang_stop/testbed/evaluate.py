@@ -85,6 +85,8 @@ def main(labels, model_dir, stop_ckpt, probe_ckpt, top_k, keep, val_fraction, th
     ctx = ScoreContext(backend=None, rng=random.Random(0))
     rows.append(figures(f"confidence(top{top_k})", make_scorer("confidence", {"top_k": top_k}).score(branches, ctx), recs, keep))
     rows.append(figures("entropy", make_scorer("entropy").score(branches, ctx), recs, keep))
+    lowest = make_scorer("logprob", {"window": 1, "reduce": "lowest"})
+    rows.append(figures("logprob(min chosen token)", lowest.score(branches, ctx), recs, keep))
     if testbed:
         rows.append(figures("check_steps oracle", [float(check_steps(r.question + r.prefix_text)) for r in recs], recs, keep))
     rng = random.Random(0)
