@@ -90,3 +90,25 @@ def test_committed_model_loads_and_solves_some():
         out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=40)
     text = tok.decode(out[0, len(ids):], skip_special_tokens=True)
     assert text.startswith("4-8=") and "A" in text
+
+
+def test_grown_model_computes_what_the_old_one_did_until_trained():
+    """grow_layers appends layers that are no-ops at first (zero output projections), KV cache included."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from sglang_stop.testbed.train import grow_layers
+
+    old = LlamaForCausalLM.from_pretrained(asset_dir()).eval()
+    new = grow_layers(LlamaForCausalLM.from_pretrained(asset_dir()), 6).eval()
+    assert len(new.model.layers) == new.config.num_hidden_layers == 6
+    ids = torch.tensor([[1, 18, 8, 15, 12, 16]])
+    with torch.no_grad():
+        a, b = old(input_ids=ids), new(input_ids=ids, use_cache=True)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-6, rtol=0)
+    assert len(b.past_key_values.layers) == 6
+    # the new layers learn: their zeroed output projections get a gradient
+    new(input_ids=ids, labels=ids).loss.backward()
+    assert new.model.layers[5].self_attn.o_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="--grow-to 2"):
+        grow_layers(new, 2)

@@ -8,6 +8,7 @@ the model's state; see docs/stop-scorer.md for what that trial measured.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -38,6 +39,30 @@ def build_model(vocab_size: int, bos: int, eos: int, pad: int, seed: int = 0) ->
         pad_token_id=pad,
     )
     return LlamaForCausalLM(cfg)
+
+
+def grow_layers(model: LlamaForCausalLM, num_layers: int) -> LlamaForCausalLM:
+    """Append copies of the last decoder layer until there are ``num_layers``, each a no-op at first.
+
+    A 4-layer base forms its next-token prediction in its last layers, so no layer is left in which a
+    later position could compare the token it sees with the prediction made one position earlier (the
+    check "this step went wrong"). New layers on top give it that room. Their attention and MLP output
+    projections start at zero, so the grown model computes exactly what the old one did and training
+    continues from there instead of from scratch.
+    """
+    layers = model.model.layers
+    if num_layers < len(layers):
+        raise ValueError(f"--grow-to {num_layers} is below the model's {len(layers)} layers")
+    while len(layers) < num_layers:
+        new = copy.deepcopy(layers[-1])
+        new.self_attn.layer_idx = len(layers)
+        torch.nn.init.zeros_(new.self_attn.o_proj.weight)
+        torch.nn.init.zeros_(new.mlp.down_proj.weight)
+        layers.append(new)
+    model.config.num_hidden_layers = num_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = (list(model.config.layer_types) + [model.config.layer_types[-1]] * num_layers)[:num_layers]
+    return model
 
 
 def make_batch(
@@ -91,6 +116,8 @@ def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0, 
 @click.option("--eval-every", default=50, show_default=True)
 @click.option("--eval-temperature", default=1.0, show_default=True, help="sampling temperature of the accuracy check")
 @click.option("--init", "init_dir", default=None, help="continue training this HF model dir instead of a fresh model")
+@click.option("--grow-to", default=None, type=int,
+              help="with --init: append no-op layers up to this many (room for a self-check; see grow_layers)")
 @click.option("--sloppy-fraction", default=0.0, show_default=True,
               help="share of training chains by a sloppy writer (the committed model: 0)")
 @click.option("--error-rate", default=0.35, show_default=True, help="a sloppy writer's chance to get a result wrong")
@@ -100,12 +127,14 @@ def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0, 
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--threads", default=1, show_default=True)
 def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc: float, eval_every: int,
-         eval_temperature: float, init_dir: str | None, sloppy_fraction: float, error_rate: float, abstain_rate: float, batch_size: int,
+         eval_temperature: float, init_dir: str | None, grow_to: int | None, sloppy_fraction: float, error_rate: float, abstain_rate: float, batch_size: int,
          lr: float, threads: int) -> None:
     torch.set_num_threads(threads)
     tok = build_tokenizer()
     if init_dir:
         model = LlamaForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
+        if grow_to:
+            grow_layers(model, grow_to)
         torch.manual_seed(seed)
     else:
         model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed)
@@ -137,7 +166,7 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     (out / "train_log.json").write_text(json.dumps({"seed": seed, "target_acc": target_acc, "eval_temperature": eval_temperature,
-                                                  "init": init_dir, "sloppy_fraction": sloppy_fraction, "error_rate": error_rate,
+                                                  "init": init_dir, "grow_to": grow_to, "sloppy_fraction": sloppy_fraction, "error_rate": error_rate,
                                                   "abstain_rate": abstain_rate,
                                                   "batch_size": batch_size, "lr": lr, "log": log}, indent=1) + "\n")
     print(f"saved {out} after {step} steps, {time.time() - t0:.0f}s, held-out per-sample accuracy {acc:.2f}")
