@@ -100,15 +100,16 @@ def test_grown_model_computes_what_the_old_one_did_until_trained():
     from sglang_stop.testbed.train import grow_layers
 
     old = LlamaForCausalLM.from_pretrained(asset_dir()).eval()
-    new = grow_layers(LlamaForCausalLM.from_pretrained(asset_dir()), 6).eval()
-    assert len(new.model.layers) == new.config.num_hidden_layers == 6
+    depth = old.config.num_hidden_layers + 2
+    new = grow_layers(LlamaForCausalLM.from_pretrained(asset_dir()), depth).eval()
+    assert len(new.model.layers) == new.config.num_hidden_layers == depth
     ids = torch.tensor([[1, 18, 8, 15, 12, 16]])
     with torch.no_grad():
         a, b = old(input_ids=ids), new(input_ids=ids, use_cache=True)
     torch.testing.assert_close(a.logits, b.logits, atol=1e-6, rtol=0)
-    assert len(b.past_key_values.layers) == 6
+    assert len(b.past_key_values.layers) == depth
     # the new layers learn: their zeroed output projections get a gradient
     new(input_ids=ids, labels=ids).loss.backward()
-    assert new.model.layers[5].self_attn.o_proj.weight.grad.abs().sum() > 0
+    assert new.model.layers[-1].self_attn.o_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="--grow-to 2"):
         grow_layers(new, 2)
