@@ -59,8 +59,8 @@ def test_abstaining_writer_gives_no_answer_only_after_a_slip():
     assert [written_solution(q, r1, True, 0.35) for q in qs] == [written_solution(q, r2, True, 0.35, 0.0) for q in qs]
 
 
-def test_default_batches_are_the_committed_recipe():
-    """No sloppy writers = correct chains drawn from the same random stream as the committed model's."""
+def test_default_batches_are_the_session1_recipe():
+    """No sloppy writers = correct chains drawn from the same random stream as the session-1 model's."""
     import random
 
     from sglang_stop.testbed.data import random_question

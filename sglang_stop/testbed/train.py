@@ -1,9 +1,9 @@
 """Train the testbed model from scratch: ``python -m sglang_stop.testbed.train --out DIR``.
 
-The committed model is trained on correct chains only and stopped early (held-out per-sample accuracy
-~50%), so its paths make visible mistakes for a scorer to catch. ``--sloppy-fraction`` mixes in chains
-by a sloppy writer (``data.written_solution``), which should make "has the text gone wrong?" part of
-the model's state; see docs/stop-scorer.md for what that trial measured.
+The committed model was built in three runs (its ``train_log.json`` lists them): 4 layers trained on
+careful and sloppy writers (``--sloppy-fraction``, ``data.written_solution``), then ``--grow-to 8`` and
+more training with abstaining writers. The extra layers are what let it compute "has the text gone
+wrong?" in its state, which STOP reads; docs/stop-scorer.md has the trials that led there.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def make_batch(
         if split_of(q) != "train":
             continue
         q_ids = tok(q)["input_ids"]
-        # No draw when there are no sloppy writers: the committed model's recipe keeps its stream.
+        # No draw when there are no sloppy writers: the session-1 model's recipe keeps its stream.
         sloppy = sloppy_fraction > 0 and rng.random() < sloppy_fraction
         text = written_solution(q, rng, sloppy, error_rate, abstain_rate)
         s_ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -119,7 +119,7 @@ def accuracy(model, tok, problems: list[dict], samples: int = 1, seed: int = 0, 
 @click.option("--grow-to", default=None, type=int,
               help="with --init: append no-op layers up to this many (room for a self-check; see grow_layers)")
 @click.option("--sloppy-fraction", default=0.0, show_default=True,
-              help="share of training chains by a sloppy writer (the committed model: 0)")
+              help="share of training chains by a sloppy writer (the committed model: 0.5)")
 @click.option("--error-rate", default=0.35, show_default=True, help="a sloppy writer's chance to get a result wrong")
 @click.option("--abstain-rate", default=0.0, show_default=True,
               help="chance that a writer who slipped ends with a bare 'A' (no answer)")
