@@ -113,3 +113,20 @@ def test_grown_model_computes_what_the_old_one_did_until_trained():
     assert new.model.layers[-1].self_attn.o_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="--grow-to 2"):
         grow_layers(new, 2)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--grow-to", "8"], "--grow-to needs --init"),
+        (["--init", str(asset_dir()), "--grow-to", "2"], "--grow-to 2 is below the model's"),
+    ],
+)
+def test_grow_to_errors_are_one_line(args, fragment, tmp_path):
+    from click.testing import CliRunner
+
+    from sglang_stop.testbed.train import main
+
+    r = CliRunner().invoke(main, ["--out", str(tmp_path / "m"), *args])
+    assert r.exit_code == 2 and fragment in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m").exists()

@@ -60,8 +60,8 @@ def grow_layers(model: LlamaForCausalLM, num_layers: int) -> LlamaForCausalLM:
         torch.nn.init.zeros_(new.mlp.down_proj.weight)
         layers.append(new)
     model.config.num_hidden_layers = num_layers
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = (list(model.config.layer_types) + [model.config.layer_types[-1]] * num_layers)[:num_layers]
+    if types := getattr(model.config, "layer_types", None):
+        model.config.layer_types = list(types) + [types[-1]] * (num_layers - len(types))
     return model
 
 
@@ -130,11 +130,16 @@ def main(out_dir: str, seed: int, max_steps: int, max_seconds: float, target_acc
          eval_temperature: float, init_dir: str | None, grow_to: int | None, sloppy_fraction: float, error_rate: float, abstain_rate: float, batch_size: int,
          lr: float, threads: int) -> None:
     torch.set_num_threads(threads)
+    if grow_to and not init_dir:
+        raise click.UsageError("--grow-to needs --init (the trained model to grow)")
     tok = build_tokenizer()
     if init_dir:
         model = LlamaForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
         if grow_to:
-            grow_layers(model, grow_to)
+            try:
+                grow_layers(model, grow_to)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--grow-to") from None
         torch.manual_seed(seed)
     else:
         model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed)
