@@ -1,4 +1,10 @@
-"""Crash-safe file writes and JSONL records: a kill mid-run never leaves a truncated file or line."""
+"""Crash-safe file writes and JSONL records: a kill mid-run never leaves a truncated file or line.
+
+Every record file the project writes (run results, labels, calibration) starts with one header line,
+``{"header": {...}}`` (:class:`RecordHeader`): what made the file. Appending or resuming with other
+settings is refused naming the setting (:func:`open_records`); readers skip the header.
+Files get the permissions a plain ``open(path, "w")`` would give (the umask), not mkstemp's 0600.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,39 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sglang_stop.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file here (0666 less the umask)."""
+    return 0o666 & ~_umask()
+
+
+def default_dir_mode() -> int:
+    """The mode ``mkdir`` gives a new directory here (0777 less the umask)."""
+    return 0o777 & ~_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file + rename. The file keeps an existing file's mode, else the umask's."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, expected a file path")
     p.parent.mkdir(parents=True, exist_ok=True)
+    mode = p.stat().st_mode & 0o7777 if p.exists() else default_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,6 +72,8 @@ class JsonlAppender:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise UserError(f"{self.path}: is a directory, expected a file path")
         if self.path.suffix == ".gz":
             raise UserError(f"{self.path}: appends go to a plain .jsonl file (gzip it once it is complete)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +116,13 @@ def read_data(path: str | Path) -> bytes:
     return data
 
 
+def _is_header(obj: Any) -> bool:
+    return isinstance(obj, dict) and set(obj) == {"header"}
+
+
 def read_jsonl(path: str | Path, model: type[M], *, skip_partial_tail: bool = True) -> Iterator[M]:
     """Yield validated records (plain or ``.gz``); a bad line raises UserError naming ``file:line``
-    and the field."""
+    and the field. The header line, if any, is skipped (:func:`read_header` reads it)."""
     p = Path(path)
     lines = read_data(p).split(b"\n")
     last = len(lines)
@@ -102,9 +135,98 @@ def read_jsonl(path: str | Path, model: type[M], *, skip_partial_tail: bool = Tr
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}:{i}: invalid JSON: {e.msg}") from None
+        if _is_header(obj):
+            continue
         try:
             yield model.model_validate(obj)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
             raise UserError(f"{p}:{i}: {loc + ': ' if loc else ''}{err['msg']}") from None
+
+
+class RecordHeader(BaseModel):
+    """The first line of a record file: what made it. ``settings`` are the values a resumed or
+    appended run must repeat (compared key by key); the rest is provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="what the records are: run-results, labels, calibration")
+    settings: dict[str, Any] = Field(default_factory=dict, description="must match to append or resume")
+    model: dict[str, Any] = Field(default_factory=dict, description="model identity: name, weights hash")
+    scorer_checkpoint: str | None = Field(None, description="hash of the scorer checkpoint, if any")
+    seed: int | None = None
+    version: str = Field(default="", description="sglang-stop version that wrote the file")
+
+    def model_post_init(self, _ctx: Any) -> None:
+        if not self.version:
+            from sglang_stop import __version__
+
+            self.version = __version__
+
+
+def read_header(path: str | Path) -> RecordHeader | None:
+    """The file's header record, or None (no file, empty file, or an older file without one)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    first = read_data(p).split(b"\n", 1)[0].strip()
+    if not first:
+        return None
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return None
+    if not _is_header(obj):
+        return None
+    try:
+        return RecordHeader.model_validate(obj["header"])
+    except ValidationError as e:
+        raise UserError(f"{p}:1: header: {e.errors()[0]['msg']}") from None
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))
+
+
+def check_header(path: str | Path, old: RecordHeader, new: RecordHeader) -> None:
+    """Refuse to extend a file made with other settings, naming the first setting that differs."""
+    p = Path(path)
+    if old.kind != new.kind:
+        raise UserError(f"{p}: holds {old.kind} records, not {new.kind}; use another file")
+    a, b = _jsonable(old.settings), _jsonable(new.settings)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            raise UserError(
+                f"{p}: recorded with {key}={json.dumps(a.get(key))}, this run has {key}={json.dumps(b.get(key))}; "
+                f"use the same settings or another output file"
+            )
+    for field, label in (("model", "model"), ("scorer_checkpoint", "scorer checkpoint")):
+        if _jsonable(getattr(old, field)) != _jsonable(getattr(new, field)):
+            raise UserError(
+                f"{p}: recorded with {label} {json.dumps(_jsonable(getattr(old, field)))}, this run has "
+                f"{json.dumps(_jsonable(getattr(new, field)))}; use another output file"
+            )
+
+
+def open_records(path: str | Path, header: RecordHeader, *, resume: bool = True) -> JsonlAppender:
+    """An appender for a record file that starts with ``header``.
+
+    A new or empty file gets the header first. An existing one is extended only when ``resume`` and
+    its header matches (:func:`check_header`); one without a header (an older version) is refused.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, expected a file path")
+    exists = p.is_file() and p.stat().st_size > 0
+    if exists:
+        if not resume:
+            raise UserError(f"{p}: exists; pass --resume to continue it, or choose another output file")
+        old = read_header(p)
+        if old is None:
+            raise UserError(f"{p}: has no header record (written by an older version); use another output file")
+        check_header(p, old, header)
+    app = JsonlAppender(p)
+    if not exists:
+        app.append({"header": header.model_dump(mode="json")})
+    return app

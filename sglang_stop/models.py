@@ -155,3 +155,34 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
 
     use_gqa_sdpa(model)
     return model, tok
+
+
+def weights_hash(model: Any) -> str:
+    """A short fingerprint of a model's weights (names, shapes, dtypes and a strided sample of every
+    tensor), cached on the model. Two bases with the same shapes but other weights differ, so a STOP
+    checkpoint or a record file can refuse a base it was not made on; ~0.1 s for SmolLM2-135M."""
+    cached = getattr(model, "_sglang_stop_weights_hash", None)
+    if cached is not None:
+        return cached
+    import torch
+
+    h = hashlib.blake2b(digest_size=8)
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            flat = t.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            sample = flat[::step][:4096].to(device="cpu", dtype=torch.float32).contiguous()
+            h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+            h.update(sample.numpy().tobytes())
+    digest = h.hexdigest()
+    try:
+        model._sglang_stop_weights_hash = digest
+    except Exception:  # noqa: BLE001 - a model that refuses attributes just recomputes
+        pass
+    return digest
+
+
+def model_identity(model: Any, name: str | None = None) -> dict[str, str]:
+    """``{"name", "weights_hash"}``: what record headers and STOP checkpoints store about a base."""
+    nm = name or getattr(model.config, "_name_or_path", None) or getattr(model.config, "model_type", "model")
+    return {"name": Path(str(nm)).name or str(nm), "weights_hash": weights_hash(model)}
