@@ -1,0 +1,7 @@
+"""Battery rows: run."""
+
+from __future__ import annotations
+
+from tests.battery import Case
+
+ROWS: list[Case] = []

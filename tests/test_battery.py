@@ -1,0 +1,35 @@
+"""Every bad input, signal and fault we know of, as one table: each ends in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.battery import Case, error_lines, expand, run_cli
+from tests.battery import rows_config, rows_run, rows_training, rows_advisor, rows_server
+
+ROWS: list[Case] = [
+    *rows_config.ROWS,
+    *rows_run.ROWS,
+    *rows_training.ROWS,
+    *rows_advisor.ROWS,
+    *rows_server.ROWS,
+]
+
+
+def test_row_ids_unique():
+    ids = [c.id for c in ROWS]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("case", ROWS, ids=[c.id for c in ROWS])
+def test_battery(case: Case, tmp_path):
+    argv = expand(case, tmp_path)
+    r = run_cli(argv, timeout=case.timeout, env=case.env)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == case.exit, (r.returncode, r.stderr[-2000:])
+    if case.exit == 0:
+        assert case.fragment in r.stdout + r.stderr, (r.stdout[-2000:], r.stderr[-2000:])
+        return
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1, r.stderr[-2000:]
+    assert case.fragment in errs[0], errs[0]
