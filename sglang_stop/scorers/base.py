@@ -65,6 +65,11 @@ class Scorer(ABC):
     def __init__(self, options: ScorerOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
 
+    def prepare(self, backend: Any) -> None:
+        """Check (and load) everything this scorer needs from ``backend`` before any decoding starts,
+        so a bad checkpoint or option fails in seconds, not after the model has decoded. Raises
+        UserError. Called once by the runner; the default needs nothing."""
+
     @abstractmethod
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
         """One float per branch, same order."""

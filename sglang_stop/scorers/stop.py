@@ -48,6 +48,20 @@ class StopScorer(Scorer):
                 self._nets[key] = load_checkpoint(self.options.checkpoint, model)  # type: ignore[attr-defined]
             return self._nets[key]
 
+    def prepare(self, backend: Any) -> None:
+        """In process: load the checkpoint onto the backend's model now (missing, corrupt or made for
+        another base -> UserError before decoding). A server holds its own adapter."""
+        if hasattr(backend, "stop_score"):
+            return
+        if self.options.checkpoint is None:  # type: ignore[attr-defined]
+            raise UserError("scorer.options.checkpoint: the in-process stop scorer needs a checkpoint directory")
+        model = getattr(backend, "model", None)
+        if model is None or not hasattr(backend, "with_prefix_kv"):
+            raise UserError(
+                f"scorer.name: 'stop' needs a backend with prefix-KV access; {type(backend).__name__} has none"
+            )
+        self.net_for(model)
+
     def score_kvs(self, model: Any, kvs: Sequence[Any]) -> list[float]:
         """Runs on the backend's model thread; batches of ``batch_size`` branches."""
         net = self.net_for(model)
