@@ -5,24 +5,43 @@ branch rarely matches its own cached KV (measured: 8-11 of 17-24 prefix tokens r
 keeps every branch's token ids and sends ``input_ids``: only text the program appends is tokenised (by
 the server's /tokenize, so ids are the server's own). It adds the ``PathBackend`` protocol the program
 needs and ``stop_score(handles)``, which commits each branch's ids (prefill-only) and calls /stop/score.
+
+Every HTTP failure (refused or dropped connection, timeout, an error reply) becomes ONE ``ServerError``
+(a ``UserError``) naming the server and what happened, so a run against a server that died ends with one
+line instead of client tracebacks; every request has a timeout, so none waits forever.
 """
 
 from __future__ import annotations
 
 import math
+import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from http.client import RemoteDisconnected
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
+from sglang.lang.chat_template import get_chat_template, get_chat_template_by_model_path
 
 from sglang_stop.backends.base import TokenUsage
 from sglang_stop.errors import UserError
 from sglang_stop.scorers.base import Branch
 
 TOP_LOGPROBS = 20  # as LocalBackend records; confidence-style scorers read them
+CONNECT_TIMEOUT_S = 10.0  # a loopback/LAN server accepts in milliseconds; longer means a wrong address
+ECHO_CHARS = 200  # the most of a server's reply an error message repeats
+
+
+class ServerError(UserError):
+    """The server failed a request; ``status`` is the HTTP status (0: no reply at all)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -42,7 +61,19 @@ class BranchState:
 
 
 class StopEndpoint(RuntimeEndpoint):
-    def __init__(self, base_url: str, *, adapter: str = "stop", timeout_s: float = 600.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        adapter: str = "stop",
+        timeout_s: float = 600.0,
+        api_key: str | None = None,
+        chat_template_name: str | None = None,
+    ) -> None:
+        """Asks the server for its model (with a timeout; RuntimeEndpoint's own request has none)."""
+        BaseBackend.__init__(self)
+        self.support_concate_and_append = True
+        self.base_url, self.api_key, self.verify = _check_url(base_url), api_key, None
         self.timeout_s = timeout_s
         self.adapter = adapter
         self._session = requests.Session()
@@ -50,18 +81,67 @@ class StopEndpoint(RuntimeEndpoint):
         self._states: dict[str, BranchState] = {}  # executor sid -> state
         self._tokenizer: Any = None
         self._usage = TokenUsage()
-        try:
-            super().__init__(base_url.rstrip("/"), **kwargs)
-        except Exception as e:  # connection refused, 404: one readable line for the CLI
-            raise UserError(f"--server {base_url}: not an SGLang server ({type(e).__name__}: {e})") from None
+        self.model_info = self._model_info()
+        self.chat_template = (
+            get_chat_template(chat_template_name)
+            if chat_template_name
+            else get_chat_template_by_model_path(self.model_info["model_path"])
+        )
 
     # ---- HTTP ----
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def _model_info(self) -> dict[str, Any]:
+        """GET /get_model_info, telling an unreachable server from a reachable one that is not SGLang."""
+        try:
+            info = self._request("GET", "/get_model_info", connecting=True)
+        except ServerError as e:
+            if not e.status:
+                raise
+            raise ServerError(f"server {self.base_url}: not an SGLang server (GET /get_model_info: HTTP {e.status})",
+                              e.status) from None
+        if not isinstance(info, dict) or not isinstance(info.get("model_path"), str):
+            raise ServerError(f"server {self.base_url}: not an SGLang server (GET /get_model_info has no model_path)")
+        return info
+
+    def _request(self, method: str, path: str, body: Any = None, *, connecting: bool = False) -> Any:
+        """One request with connect and read timeouts; any failure -> ServerError naming the server."""
+        where = f"server {self.base_url}"
+        what = f"{method} {path}"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        r = self._session.post(self.base_url + path, json=body, timeout=self.timeout_s, headers=headers)
+        try:
+            r = self._session.request(method, self.base_url + path, json=body, headers=headers,
+                                      timeout=(CONNECT_TIMEOUT_S, self.timeout_s))
+        except requests.ConnectTimeout:
+            raise ServerError(f"{where}: cannot connect: no answer within {CONNECT_TIMEOUT_S:.0f}s ({what}) "
+                              "— is the address right?") from None
+        except requests.ReadTimeout:
+            raise ServerError(f"{where}: no reply to {what} within {self.timeout_s:g}s — is the server stuck?") from None
+        except requests.ConnectionError as e:
+            raise ServerError(f"{where}: {_connection_failure(e, what, connecting)}") from None
+        except requests.RequestException as e:
+            raise ServerError(f"{where}: {what} failed: {_clip(str(e))}") from None
         if r.status_code != 200:
-            raise RuntimeError(f"{path}: HTTP {r.status_code}: {r.text[:500]}")
-        return r.json()
+            raise ServerError(f"{where}: {what}: HTTP {r.status_code}: {_reply_message(r)}", r.status_code)
+        try:
+            return r.json()
+        except ValueError:
+            raise ServerError(f"{where}: {what}: the reply is not JSON: {_clip(r.text)!r}", r.status_code) from None
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("POST", path, body)
+
+    def check_stop_adapter(self) -> None:
+        """Before decoding: the server runs the sglang-stop plugin and holds the STOP adapter ``adapter``."""
+        try:
+            out = self._request("GET", "/stop/adapters")
+        except ServerError as e:
+            if e.status != 404:
+                raise
+            raise ServerError(f"server {self.base_url}: no /stop/adapters route: the server lacks the sglang-stop "
+                              "plugin (install sglang-stop in the server's environment)", 404) from None
+        names = sorted(str(a.get("name")) for a in out.get("adapters") or [] if isinstance(a, dict))
+        if self.adapter not in names:
+            raise ServerError(f"server {self.base_url}: no STOP adapter {self.adapter!r} (it has "
+                              f"{names or 'none'}; start it with --enable-lora --lora-paths {self.adapter}=DIR)")
 
     def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
         if not text:
@@ -121,6 +201,8 @@ class StopEndpoint(RuntimeEndpoint):
             "logprob_start_len": -1,
         }
         obj = self._post("/generate", body)
+        if not isinstance(obj, dict) or not isinstance(obj.get("meta_info"), dict) or "text" not in obj:
+            raise ServerError(f"server {self.base_url}: POST /generate: not an SGLang reply: {_clip(str(obj))}")
         meta = obj["meta_info"]
         text = obj["text"]
         out_ids = list(obj.get("output_ids") or [])
@@ -216,13 +298,69 @@ class StopEndpoint(RuntimeEndpoint):
         self._commit(batch)
         try:
             out = self._post("/stop/score", {"input_ids": batch, "adapter": self.adapter, "commit": False})
-        except RuntimeError as e:
-            if "HTTP 409" not in str(e):
+        except ServerError as e:
+            if e.status != 409:  # 409: a prefix was evicted since our commit; let the server commit it
                 raise
             out = self._post("/stop/score", {"input_ids": batch, "adapter": self.adapter, "commit": True})
         with self._lock:
             self._usage.forward_tokens += out["num_stop_tokens"] * len(batch)
         return [float(x) for x in out["scores"]]
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"--server {_clip(url)!r}: expected a URL like http://HOST:PORT")
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise UserError(f"--server {_clip(url)!r}: bad port (expected http://HOST:PORT)") from None
+    return url.strip().rstrip("/")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}... ({len(text)} chars)"
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and what it wraps (requests -> urllib3 -> OSError), bounded: chains are a few links long."""
+    seen: list[BaseException] = []
+    todo = [e]
+    while todo and len(seen) < 20:
+        x = todo.pop()
+        if any(x is y for y in seen):
+            continue
+        seen.append(x)
+        yield x
+        todo += [a for a in (*x.args, getattr(x, "reason", None), x.__cause__, x.__context__)
+                 if isinstance(a, BaseException)]
+
+
+def _connection_failure(e: requests.ConnectionError, what: str, connecting: bool) -> str:
+    """Refused / unknown host / dropped, in words, for a first contact or a request in the middle of a run."""
+    causes = list(_causes(e))
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return ("cannot connect: connection refused — is the server running?" if connecting
+                else f"{what}: connection refused — the server stopped during the run")
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "cannot connect: unknown host"
+    if any(isinstance(c, (ConnectionResetError, RemoteDisconnected, BrokenPipeError)) for c in causes):
+        return f"{what}: the server closed the connection without replying — did it crash? (see its log)"
+    return f"{'cannot connect' if connecting else what}: {_clip(str(e))}"
+
+
+def _reply_message(r: requests.Response) -> str:
+    """The message of an error reply (sglang's and the plugin's JSON shapes), else its text; clipped."""
+    try:
+        obj = r.json()
+    except ValueError:
+        return _clip(r.text.strip()) or r.reason or "no message"
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        msg = err.get("message") if isinstance(err, dict) else obj.get("message") or obj.get("detail") or err
+        if msg is not None:
+            return _clip(str(msg))
+    return _clip(str(obj))
 
 
 def _executor(x: Any) -> Any:

@@ -11,6 +11,11 @@ radix cache and LoRA manager do the work:
 
 If the prefix was evicted between the two steps, the score would be computed over LoRA-made prefix KV;
 ``cached_tokens`` reveals it and the pair is retried once, then refused with 503.
+
+The body is read and validated here, not by FastAPI: FastAPI's validation error (which sglang's handler
+returns verbatim) echoes the whole input and names our source file and line, so a 10 MB bad body got a
+20 MB reply. Here the body is capped (413), validated strictly (no ``true`` for an id, no ``"yes"`` for a
+flag) and every error reply is one short message naming the field, with at most ``ECHO_CHARS`` of input.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from http import HTTPStatus
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sglang_stop.srt import state
 
@@ -32,10 +37,15 @@ except ImportError:  # the frontend venv has no server deps; routes only run ins
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1024
+MAX_BODY_BYTES = 128 << 20  # ~20M token ids: far above any scoring batch, far below a memory problem
+ECHO_CHARS = 200  # the most of any client-sent value an error reply repeats
+MAX_MESSAGE_CHARS = 1000
 
 
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: JSON ``true``/``1.0``/``"3"`` are not token ids and ``"yes"``/``1`` are not a ``commit`` flag."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     input_ids: list[list[int]] = Field(..., description="one token-id list per prefix (prompt + generated)")
     adapter: str = Field("stop", description="name of a STOP adapter given to --lora-paths")
@@ -61,10 +71,55 @@ class ScoreError(Exception):
         self.status = status
 
 
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` chars, saying how long it was: error replies never echo a whole input."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def _error(status: int, message: str):
     from fastapi.responses import ORJSONResponse
 
-    return ORJSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+    return ORJSONResponse({"error": {"message": clip(message, MAX_MESSAGE_CHARS), "code": status}},
+                          status_code=status)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    """('input_ids', 3, 0) -> 'input_ids[3][0]'; () (the body itself) -> 'body'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{clip(str(part))}" if out else clip(str(part)))
+    return out or "body"
+
+
+def validation_message(err: ValidationError) -> str:
+    """The first error as ``field: what is wrong`` (no input echo, no source location), and how many more."""
+    errs = err.errors(include_url=False, include_input=False, include_context=False)
+    first = errs[0]
+    more = f" (and {len(errs) - 1} more errors)" if len(errs) > 1 else ""
+    return f"{_loc(tuple(first['loc']))}: {clip(str(first['msg']))}{more}"
+
+
+async def _read_body(request: Any) -> bytes:
+    """The raw body, refused (413) past ``MAX_BODY_BYTES`` without reading the rest."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ScoreError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                         f"body: {int(declared)} bytes exceed the limit {MAX_BODY_BYTES}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ScoreError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body: more than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_score_request(request: Any) -> ScoreRequest:
+    """The validated body, or a 400/413 ScoreError with a one-line, bounded message."""
+    try:
+        return ScoreRequest.model_validate_json(await _read_body(request))
+    except ValidationError as e:
+        raise ScoreError(HTTPStatus.BAD_REQUEST, validation_message(e)) from None
 
 
 def _tokenizer_manager() -> Any:
@@ -82,13 +137,14 @@ def _resolve_adapter(tm: Any, name: str) -> tuple[Any, torch.Tensor, torch.Tenso
     if name not in refs:
         raise ScoreError(
             HTTPStatus.NOT_FOUND,
-            f"unknown adapter {name!r}; STOP adapters on this server: {stop_names or 'none (start with --lora-paths)'}",
+            f"adapter: unknown adapter {clip(name)!r}; STOP adapters on this server: "
+            f"{stop_names or 'none (start with --lora-paths)'}",
         )
     entry = state.note_adapter_path(refs[name].lora_path)
     if entry is None:
         raise ScoreError(
             HTTPStatus.BAD_REQUEST,
-            f"adapter {name!r} is not a STOP adapter (no stop/config.json); convert the checkpoint with "
+            f"adapter: {clip(name)!r} is not a STOP adapter (no stop/config.json); convert the checkpoint with "
             "`python -m sglang_stop.srt.convert`",
         )
     return entry
@@ -162,8 +218,9 @@ async def _score_once(tm: Any, request: Any, body: ScoreRequest, cfg: Any, w: to
     return probs.tolist(), cached
 
 
-async def stop_score(body: ScoreRequest, request: Request):
+async def stop_score(request: Request):
     try:
+        body = await parse_score_request(request)
         tm = _tokenizer_manager()
         cfg, w, b = _resolve_adapter(tm, body.adapter)
         _validate_ids(tm, body.input_ids, cfg.num_stop_tokens, cfg.vocab_size)
@@ -184,7 +241,8 @@ async def stop_score(body: ScoreRequest, request: Request):
         return _error(int(e.status), str(e))
     except Exception as e:  # never take the server down for one bad request
         logger.exception("stop/score failed")
-        return _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
+        return _error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(e).__name__}: {clip(str(e))}); "
+                      "see the server log")
 
 
 async def stop_adapters():
