@@ -14,8 +14,9 @@ Rules the runtime must follow when recording (the replay relies on them):
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sglang_stop.config import ModelSpec, SamplingConfig
 from sglang_stop.errors import UserError
-from sglang_stop.io import read_data, read_jsonl
+from sglang_stop.io import read_data, read_header, read_jsonl
 
 CALIB_SCHEMA_VERSION = 1
 
@@ -127,6 +128,7 @@ class CalibrationSet:
     answers: np.ndarray
     answer_correct: np.ndarray
     scores: dict[str, np.ndarray]
+    warnings: list[str] = field(default_factory=list)  # what loading had to cap or drop, for the CLI to print
 
     @property
     def n_problems(self) -> int:
@@ -204,10 +206,15 @@ def load_calibration(paths: str | Path | list[str | Path]) -> CalibrationSet:
     records: list[CalibRecord] = []
     seen: dict[str, str] = {}
     ref: tuple[CalibRecord, str] | None = None
+    where_of: list[str] = []
     for f in files:
+        head = read_header(f)
+        if head is not None and head.kind != "calibration":
+            raise UserError(f"{f}: holds {head.kind} records, not calibration records")
         line_no = _line_numbers(Path(f))
         for k, rec in enumerate(read_jsonl(f, CalibRecord)):
             where = f"{f}:{line_no[k]}"
+            where_of.append(where)
             if ref is None:
                 ref = (rec, where)
             else:
@@ -229,13 +236,40 @@ def load_calibration(paths: str | Path | list[str | Path]) -> CalibrationSet:
     order = records[0].scorers
     for r in records:
         r.scorers = list(order)
-    return from_records(records, [str(f) for f in files])
+    cs = from_records(records, [str(f) for f in files])
+    cs.warnings = _path_count_warnings(records, where_of)
+    return cs
+
+
+def _path_count_warnings(records: list[CalibRecord], where_of: list[str]) -> list[str]:
+    """The arrays keep the smallest path count of all problems: say so, naming the record that caps
+    N (file:line and counts), instead of silently replaying N <= that count for every problem."""
+    counts = [len(r.paths) for r in records]
+    lo, hi = min(counts), max(counts)
+    if lo == hi:
+        return []
+    i = counts.index(lo)
+    fewer = sum(c < hi for c in counts)
+    return [f"{where_of[i]}: problem '{records[i].problem_id}' has {lo} paths, others up to {hi} "
+            f"({fewer} of {len(records)} records have fewer than {hi}); N is capped at {lo} for every "
+            f"problem (the extra paths are dropped): drop or re-record the short records to replay N up to {hi}"]
 
 
 def _line_numbers(p: Path) -> list[int]:
-    """1-based line numbers of the non-blank, complete lines (the ones read_jsonl yields)."""
+    """1-based line numbers of the lines read_jsonl yields: non-blank, complete, not a header line
+    (a file from ``sglang-stop calibrate`` starts with one; the committed older sets have none)."""
     if not p.is_file():
         return []
     lines = read_data(p).split(b"\n")
     last = len(lines)
-    return [i for i, raw in enumerate(lines, start=1) if raw.strip() and i != last]
+    return [i for i, raw in enumerate(lines, start=1) if raw.strip() and i != last and not _is_header_line(raw)]
+
+
+def _is_header_line(raw: bytes) -> bool:
+    if b'"header"' not in raw[:32]:  # cheap pre-check: records are long and never start so
+        return False
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and set(obj) == {"header"}

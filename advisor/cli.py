@@ -7,8 +7,10 @@ pruned paths included), as in the paper's C.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,18 +21,71 @@ BUDGET_HELP = "token budget per problem: expected generated tokens summed over a
 
 
 class _Group(click.Group):
-    """UserError -> one line on stderr, exit 2 (never a traceback)."""
+    """UserError, and click's own usage errors (a bad or missing option), -> one line on stderr,
+    exit 2 (never a traceback, never a multi-line usage dump)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as e:
-            click.echo("error: " + "; ".join(str(e).splitlines()), err=True)
-            sys.exit(2)
+            _fail(str(e))
+        except click.ClickException as e:
+            _fail(e.format_message())
+
+
+def _fail(msg: str) -> None:
+    click.echo("error: " + "; ".join(msg.splitlines()), err=True)
+    sys.exit(2)
 
 
 def _emit(as_json: bool, obj: Any, text: str) -> None:
+    """--json: one JSON object on stdout; otherwise a short human-readable summary."""
     click.echo(json.dumps(obj, indent=2, default=str) if as_json else text)
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+# Option checks: all run before any calibration file is read or any replay starts.
+
+
+def _tokens(opt: str, v: float) -> None:
+    if not (math.isfinite(v) and v > 0):
+        raise UserError(f"{opt}: must be a positive, finite number of tokens, got {v}")
+
+
+def _at_least(opt: str, v: int, lo: int = 1) -> None:
+    if v < lo:
+        raise UserError(f"{opt}: must be >= {lo}, got {v}")
+
+
+def _max_stages(v: int) -> None:
+    if not 1 <= v <= 3:
+        raise UserError(f"--max-stages: must be 1, 2 or 3, got {v}")
+
+
+def _storage(storage: str | None) -> None:
+    """A sqlite path (plain or sqlite:///PATH) must name a file in an existing directory; other RDB
+    URLs are checked when the study opens (search.run_study turns their errors into one line)."""
+    if storage is None:
+        return
+    if storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///"):]
+    elif "://" in storage:
+        return
+    else:
+        path = storage
+    p = Path(path)
+    if not path.strip() or p.is_dir():
+        raise UserError(f"--storage {storage}: expected a sqlite file path, got a directory")
+    if not p.parent.is_dir():
+        raise UserError(f"--storage {storage}: directory {p.parent} does not exist")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def _calib_opt(f: Any) -> Any:
@@ -41,7 +96,10 @@ def _calib_opt(f: Any) -> Any:
 def _load(calib: tuple[str, ...]) -> Any:
     from advisor.calibration import load_calibration
 
-    return load_calibration(list(calib))
+    cs = load_calibration(list(calib))
+    for w in cs.warnings:
+        _warn(w)
+    return cs
 
 
 def _progress(enabled: bool) -> Any:
@@ -76,6 +134,8 @@ def guideline(budget: float, prefix_len: float, task_len: float, constants: str,
     """Eq. 7: 1/gamma = a * C^b * Lp^c * Lt^-d (all in units of 1024 tokens)."""
     from advisor.guideline import inverse_ratio, load_constants
 
+    for opt, v in (("--budget", budget), ("--prefix-len", prefix_len), ("--task-len", task_len)):
+        _tokens(opt, v)
     k = load_constants(constants)
     inv = inverse_ratio(budget, prefix_len, task_len, k)
     _emit(as_json, {"inverse_ratio": inv, "keep_ratio": 1 / inv},
@@ -119,19 +179,30 @@ def fit(calib: tuple[str, ...], out: str, scorer: str | None, seed: int, as_json
 def replay(calib: tuple[str, ...], n: int, stages: tuple[str, ...], scorer: str, aggregation: str, draws: int,
            first_paths: bool, seed: int, as_json: bool) -> None:
     """Replay one policy on calibration paths: accuracy and tokens per problem with 95% intervals."""
-    from advisor.replay import Replayer, ReplayConfig, Stage
+    from advisor.replay import Replayer, ReplayConfig, Stage, policy_notes
 
+    _at_least("--n", n)
+    _at_least("--draws", draws)
     parsed = []
     for s in stages:
         try:
             plen, keep = (int(x) for x in s.split(":"))
         except ValueError:
             raise UserError(f"--stage: expected PREFIX_LEN:KEEP, got '{s}'") from None
+        if plen < 1 or keep < 1:
+            raise UserError(f"--stage {s}: prefix length and keep must be >= 1")
         parsed.append(Stage(prefix_len=plen, keep=keep))
+    cfg = ReplayConfig(n=n, stages=tuple(parsed), scorer=scorer, aggregation=aggregation)  # type: ignore[arg-type]
+    notes = policy_notes(cfg)
+    if first_paths and _given(click.get_current_context(), "draws"):
+        notes.append("--draws: --first-paths replays one draw (the first N recorded paths); --draws is ignored")
     cs = _load(calib)
-    res = Replayer(cs, draws=draws, seed=seed, first_paths=first_paths).evaluate(
-        ReplayConfig(n=n, stages=tuple(parsed), scorer=scorer, aggregation=aggregation))  # type: ignore[arg-type]
-    _emit(as_json, res.model_dump(mode="json"), _line(res))
+    rep = Replayer(cs, draws=draws, seed=seed, first_paths=first_paths)
+    rep.check(cfg)
+    for w in notes:
+        _warn(w)
+    res = rep.evaluate(cfg)
+    _emit(as_json, {**res.model_dump(mode="json"), "warnings": notes}, _line(res))
 
 
 def _line(r: Any) -> str:
@@ -153,11 +224,22 @@ def _search_opts(f: Any) -> Any:
     return f
 
 
+def _check_search(trials: int | None, draws: int, max_stages: int, storage: str | None = None) -> None:
+    if trials is not None:
+        _at_least("--trials", trials)
+    _at_least("--draws", draws)
+    _max_stages(max_stages)
+    _storage(storage)
+
+
 def _setup(calib: tuple[str, ...], seed: int, max_stages: int, scorers: str | None, draws: int) -> Any:
     from advisor.replay import Replayer
     from advisor.search import default_space
 
     cs = _load(calib)
+    if max_stages > len(cs.prefix_lens):
+        raise UserError(f"--max-stages {max_stages}: the calibration records only {len(cs.prefix_lens)} prune "
+                        f"point(s) ({', '.join(map(str, cs.prefix_lens))})")
     sc = [s.strip() for s in scorers.split(",")] if scorers else None
     if sc:
         unknown = [s for s in sc if s not in cs.all_scorers]
@@ -181,10 +263,20 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
               trials: int, seed: int, storage: str | None, study_name: str | None, max_stages: int, scorers: str | None,
               draws: int, as_json: bool) -> None:
     """Search under a budget and write a config `sglang-stop run --config` accepts as is."""
+    from advisor.noise import noise_notes, noise_report
     from advisor.recommend import to_runtime_config
     from advisor.search import check_budget, run_study, select
     from sglang_stop.config import dump_config
 
+    _tokens("--budget", budget)
+    _check_search(trials, draws, max_stages, storage)
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise UserError(f"--tolerance: must be a fraction in [0, 1), got {tolerance}")
+    if selection == "robust" and objective == "tokens":
+        raise UserError("--selection robust: applies to --objective accuracy only (tokens picks the cheapest "
+                        "within --tolerance)")
+    if objective == "accuracy" and _given(click.get_current_context(), "tolerance"):
+        _warn("--tolerance: used only with --objective tokens; ignored")
     t0 = time.perf_counter()
     cs, space, rep = _setup(calib, seed, max_stages, scorers, draws)
     check_budget(rep, space, budget)
@@ -198,14 +290,19 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
     if best is None:
         low = min(results, key=lambda r: r.tokens)
         raise UserError(f"--budget {budget:.0f}: no searched config fits; minimum is {low.tokens:.0f} tokens per problem")
+    comps = noise_report(rep, best, results, budget, space.n_values)
+    notes = noise_notes(best, comps)
     elapsed = time.perf_counter() - t0
     cfg = to_runtime_config(best, cs, budget=budget, extra={
         "objective": objective, "selection": selection, "study": study.study_name, "trials": len(study.trials), "seed": seed,
-        "search_seconds": round(elapsed, 2)})
+        "search_seconds": round(elapsed, 2),
+        "within_noise_of": [c.baseline for c in comps if c.within_noise], "notes": notes})
     dump_config(cfg, out)
+    text = [_line(best), *(c.line() for c in comps), *(f"note: {n}" for n in notes),
+            f"wrote {out} ({len(study.trials)} trials, {elapsed:.1f}s)"]
     _emit(as_json, {**best.model_dump(mode="json"), "out": out, "seconds": round(elapsed, 2),
-                    "runtime_config": cfg.model_dump(mode="json")},
-          f"{_line(best)}\nwrote {out} ({len(study.trials)} trials, {elapsed:.1f}s)")
+                    "noise": [c.model_dump() for c in comps], "notes": notes,
+                    "runtime_config": cfg.model_dump(mode="json")}, "\n".join(text))
 
 
 @main.command()
@@ -219,6 +316,12 @@ def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, 
     from advisor.search import exhaustive as run_grid
     from advisor.search import pareto_front, run_study
 
+    _check_search(None if exhaustive else trials, draws, max_stages, storage)
+    if exhaustive:
+        ctx = click.get_current_context()
+        dropped = [f"--{o.replace('_', '-')}" for o in ("trials", "storage", "study_name") if _given(ctx, o)]
+        if dropped:
+            _warn(f"{', '.join(dropped)}: not used with --exhaustive (the whole grid is replayed); ignored")
     cs, space, rep = _setup(calib, seed, max_stages, scorers, draws)
     if exhaustive:
         results = run_grid(rep, space)
@@ -229,7 +332,7 @@ def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, 
     rows = [f"{'tokens/problem':>15}  {'accuracy %':>10}  {'95% interval':>13}  config"]
     rows += [f"{r.tokens:>15,.0f}  {100 * r.accuracy:>10.1f}  {100 * r.ci_low:>5.1f}-{100 * r.ci_high:<6.1f}  {r.config.label()}"
              for r in front]
-    _emit(as_json, [r.model_dump(mode="json") for r in front], "\n".join(rows))
+    _emit(as_json, {"front": [r.model_dump(mode="json") for r in front], "configs": len(results)}, "\n".join(rows))
 
 
 @main.command()
@@ -245,6 +348,9 @@ def plot(calib: tuple[str, ...], out: str, budget: float | None, max_stages: int
     from advisor.plots import plot_results
     from advisor.search import exhaustive
 
+    if budget is not None:
+        _tokens("--budget", budget)
+    _check_search(None, draws, max_stages)
     cs, space, rep = _setup(calib, seed, max_stages, None, draws)
     results = exhaustive(rep, space)
     plot_results(results, out, title=f"{cs.records[0].model_id} on {cs.records[0].task} ({cs.n_problems} problems)",
@@ -268,6 +374,12 @@ def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, s
     """Benchmark: recommend on training problems, compare with the exhaustive grid's best on held-out ones."""
     from advisor.validate import holdout_regret
 
+    for b in budgets:
+        _tokens("--budget", b)
+    _check_search(trials, 1, max_stages)
+    _at_least("--splits", splits)
+    if not 0 < holdout < 1:
+        raise UserError(f"--holdout: must be a fraction strictly between 0 and 1, got {holdout}")
     rules = selections or ("best",)
     rows = holdout_regret(_load(calib), list(budgets), holdout=holdout, seed=seed, trials=trials,
                           max_stages=max_stages, splits=splits, selections=rules)
@@ -335,6 +447,7 @@ def synth(out: str, problems: int, preset: str, seed: int, as_json: bool) -> Non
     """Write a synthetic calibration set (a demo and test fixture; not a measurement)."""
     from advisor.synthetic import write_synthetic
 
+    _at_least("--problems", problems)
     n = write_synthetic(out, problems, preset=preset, seed=seed)
     _emit(as_json, {"out": out, "problems": n, "preset": preset}, f"wrote {n} synthetic problems to {out}")
 

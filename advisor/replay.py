@@ -72,6 +72,37 @@ class ReplayConfig(BaseModel):
         return f"N={self.n} stages={st} scorer={self.scorer} vote={self.aggregation}"
 
 
+def policy_notes(cfg: ReplayConfig, opt: str = "--stage") -> list[str]:
+    """Check a user-given policy before replaying it: a keep above the paths alive or a prune point
+    that does not advance is a UserError naming the stage (the runtime refuses both); parts the
+    replay would drop as no-ops (a stage keeping every path under majority vote, a scorer or a
+    weighted vote without a pruning stage) come back as warnings naming what is dropped."""
+
+    def name(st: Stage) -> str:
+        return f"{opt} {st.prefix_len}:{st.keep}"
+
+    notes: list[str] = []
+    alive, last, prev = cfg.n, 0, None
+    for st in cfg.stages:
+        if st.prefix_len <= last:
+            raise UserError(f"{name(st)}: prefix length must exceed the previous stage's ({name(prev)}); "
+                            "stages are cumulative prefix lengths, in order")  # type: ignore[arg-type]
+        if st.keep > alive:
+            after = f"after {name(prev)}" if prev is not None else f"with --n {cfg.n}"
+            raise UserError(f"{name(st)}: keeps {st.keep} paths, but only {alive} are alive {after}")
+        if st.keep == alive and cfg.aggregation == "majority":
+            notes.append(f"{name(st)} keeps all {alive} paths alive: it prunes nothing and is dropped")
+        alive, last, prev = st.keep, st.prefix_len, st
+    canon = cfg.canonical()
+    if cfg.scorer == "none" and cfg.stages:
+        raise UserError(f"{opt}: scorer 'none' ranks nothing, so the stages cannot prune; give --scorer")
+    if cfg.scorer != "none" and not canon.stages:
+        notes.append(f"--scorer {cfg.scorer}: no stage prunes, so the scorer is unused (replaying unpruned N={cfg.n})")
+    if cfg.aggregation == "weighted" and not canon.stages:
+        notes.append("--aggregation weighted: no stage scores the paths, so the vote is majority")
+    return notes
+
+
 class ReplayResult(BaseModel):
     config: ReplayConfig
     accuracy: float = Field(..., description="expected accuracy (fraction)")

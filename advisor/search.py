@@ -144,6 +144,18 @@ def _storage_url(storage: str | None) -> str | None:
     return f"sqlite:///{storage}"  # a plain path means a sqlite file
 
 
+def _open_study(storage: str | None, **kw: Any) -> optuna.Study:
+    """create_study (resuming by name); a storage that cannot be opened, or a stored study of another
+    kind (other directions), is one line naming --storage, not a SQLAlchemy traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return optuna.create_study(storage=_storage_url(storage), load_if_exists=True, **kw)
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"--storage {storage}: cannot open the study '{kw.get('study_name')}' ({msg})") from None
+
+
 def _quiet_optuna() -> None:
     import warnings
 
@@ -181,15 +193,13 @@ def run_study(
 
     if multi_objective:
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=24)
-        study = optuna.create_study(storage=_storage_url(storage), sampler=sampler, study_name=name,
-                                    directions=["maximize", "minimize"], load_if_exists=True)
+        study = _open_study(storage, sampler=sampler, study_name=name, directions=["maximize", "minimize"])
     else:
         sampler = optuna.samplers.TPESampler(
             seed=seed, multivariate=True, n_startup_trials=20,
             constraints_func=constraints if budget is not None and not native else None,
         )
-        study = optuna.create_study(storage=_storage_url(storage), sampler=sampler, study_name=name,
-                                    direction="maximize", load_if_exists=True)
+        study = _open_study(storage, sampler=sampler, study_name=name, directions=["maximize"])
 
     def objective(trial: optuna.Trial) -> Any:
         cfg = suggest(trial, space)
