@@ -64,7 +64,8 @@ def _prunes(scorer: str) -> bool:
 
 
 class RunStats(BaseModel):
-    label: str
+    label: str = Field(description="file name plus scorer, n and stages")
+    name: str = Field(description="file name (the path when two names collide)")
     path: str
     scorer: str | None
     n: int | None
@@ -164,12 +165,16 @@ def stages_text(stages: Any) -> str | None:
     return ",".join(parts)
 
 
-def run_labels(runs: Sequence[Run]) -> list[str]:
-    """File name plus scorer, n and stages from the header; the full path when two names collide."""
+def run_names(runs: Sequence[Run]) -> list[str]:
+    """Each run's file name; the full path when two names collide."""
     names = [Path(r.path).name for r in runs]
+    return [r.path if names.count(name) > 1 else name for r, name in zip(runs, names)]
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """File name plus scorer, n and stages from the header."""
     labels = []
-    for r, name in zip(runs, names):
-        base = r.path if names.count(name) > 1 else name
+    for r, base in zip(runs, run_names(runs)):
         bits = [b for b in (r.scorer, f"n={r.setting('n')}" if r.setting("n") is not None else None,
                             f"stages={stages_text(r.stages)}" if r.stages is not None else None)
                 if b]
@@ -192,7 +197,7 @@ def _correct_vector(run: Run, ids: Sequence[str]) -> np.ndarray:
     return np.array([by_id[i] for i in ids], dtype=float)
 
 
-def run_stats(run: Run, label: str, boot: int, seed: int) -> RunStats:
+def run_stats(run: Run, label: str, name: str, boot: int, seed: int) -> RunStats:
     ids = sorted(r.problem_id for r in run.results)
     correct = _correct_vector(run, ids)
     lo, hi = _percentiles(correct[_resamples(len(ids), boot, seed)].mean(axis=1))
@@ -201,6 +206,7 @@ def run_stats(run: Run, label: str, boot: int, seed: int) -> RunStats:
     header = run.header
     return RunStats(
         label=label,
+        name=name,
         path=run.path,
         scorer=run.scorer,
         n=run.setting("n"),
@@ -218,7 +224,8 @@ def run_stats(run: Run, label: str, boot: int, seed: int) -> RunStats:
 
 
 def paired_diff(base: Run, other: Run, labels: tuple[str, str], boot: int, seed: int) -> PairedDiff | None:
-    """``other`` minus ``base`` on their common problems, resampled together; None when none shared."""
+    """``other`` minus ``base`` on their common problems, resampled together; None when none shared.
+    ``labels`` = (base's name, other's name)."""
     ids = sorted({r.problem_id for r in base.results} & {r.problem_id for r in other.results})
     if not ids:
         return None
@@ -235,19 +242,19 @@ def check_boot(boot: int) -> None:
 
 def build_report(runs: Sequence[Run], *, boot: int = 2000, seed: int = 0) -> Report:
     check_boot(boot)
-    labels = run_labels(runs)
-    stats = [run_stats(r, lab, boot, seed) for r, lab in zip(runs, labels)]
+    names = run_names(runs)
+    stats = [run_stats(r, lab, name, boot, seed) for r, lab, name in zip(runs, run_labels(runs), names)]
     warnings: list[str] = []
     paired: list[PairedDiff] = []
     base_ids = {r.problem_id for r in runs[0].results}
-    for run, lab in zip(runs[1:], labels[1:]):
+    for run, name in zip(runs[1:], names[1:]):
         ids = {r.problem_id for r in run.results}
-        d = paired_diff(runs[0], run, (labels[0], lab), boot, seed)
+        d = paired_diff(runs[0], run, (names[0], name), boot, seed)
         if d is None:
-            warnings.append(f"{lab}: shares no problem with {labels[0]}; no paired difference")
+            warnings.append(f"{name}: shares no problem with {names[0]}; no paired difference")
             continue
         if ids != base_ids:
-            warnings.append(f"{lab}: {len(ids ^ base_ids)} problems not in both it and {labels[0]} are left out "
+            warnings.append(f"{name}: {len(ids ^ base_ids)} problems not in both it and {names[0]} are left out "
                             f"of their paired difference ({d.problems} shared)")
         paired.append(d)
     return Report(runs=stats, paired=paired, boot=boot, seed=seed, warnings=warnings)
@@ -289,7 +296,7 @@ def format_report(rep: Report) -> str:
         heading = ["run", "scorer", "n", "stages", "problems", "accuracy", "95% CI", "tokens/problem",
                    "pruned", "path acc"]
         rows = [heading] + [
-            [s.label, s.scorer or "?", str(s.n) if s.n is not None else "?", s.stages or "?", str(s.problems),
+            [s.name, s.scorer or "?", str(s.n) if s.n is not None else "?", s.stages or "?", str(s.problems),
              f"{s.accuracy:.3f}", f"[{s.ci_low:.3f}, {s.ci_high:.3f}]", f"{s.tokens_per_problem:.1f}",
              f"{s.pruned_share:.1%}", _pct(s.path_accuracy)]
             for s in rep.runs
