@@ -3,7 +3,9 @@
 The runtime runs each problem with N_max paths and no pruning, calls every scorer at every prefix
 length on the paths still running there, and hands the result here as a CalibRecord. Appends are
 one whole line + fsync (sglang_stop.io.JsonlAppender), so a killed run resumes by skipping the
-problems already in the file.
+problems already in the file. With a header (``sglang-stop calibrate`` always gives one) the file
+is opened through ``sglang_stop.io.open_records``: a new file starts with the header, an existing
+one is extended only if its header has the same settings (else a UserError names the setting).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from pathlib import Path
 
 from advisor.calibration import CalibRecord
-from sglang_stop.io import JsonlAppender
+from sglang_stop.io import JsonlAppender, RecordHeader, open_records
 
 
 def done_problem_ids(path: str | Path) -> set[str]:
@@ -32,11 +34,12 @@ def done_problem_ids(path: str | Path) -> set[str]:
 
 
 class CalibrationWriter:
-    """``with CalibrationWriter(path) as w: if pid not in w.done: w.append(record)``"""
+    """``with CalibrationWriter(path, header) as w: if pid not in w.done: w.append(record)``"""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, header: RecordHeader | None = None) -> None:
+        # open first: it checks the header and drops a torn tail line before the done ids are read
+        self._app = JsonlAppender(path) if header is None else open_records(path, header, resume=True)
         self.done = done_problem_ids(path)
-        self._app = JsonlAppender(path)
 
     def append(self, rec: CalibRecord) -> None:
         CalibRecord.model_validate(rec.model_dump())  # never write a line the loader would reject

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+
+import pytest
 
 from advisor.calibration import load_calibration
 from sglang_stop.backends.local import LocalBackend
 from sglang_stop.calibrate import collect
 from sglang_stop.config import RuntimeConfig
+from sglang_stop.errors import UserError
 from sglang_stop.tasks import JsonlTask
 
 
@@ -37,7 +41,12 @@ def test_collect_records_every_scorer_and_resumes(tiny_lm, tmp_path):
         assert collect(be, task, probs, cfg, **kw) == 1
     finally:
         be.shutdown()
-    lines = out.read_text().splitlines()
+    head, *lines = out.read_text().splitlines()
+    header = json.loads(head)["header"]
+    assert header["kind"] == "calibration" and header["seed"] == cfg.seed
+    assert header["settings"]["n_max"] == 4 and header["settings"]["prefix_lens"] == [3, 6]
+    assert header["settings"]["scorers"] == {"confidence": {}, "entropy": {}}  # random needs no recording
+    assert header["model"]["name"] and len(header["model"]["weights_hash"]) == 16
     assert len(lines) == 3
     ids = [re.search(r'"problem_id":"(q\d)"', line).group(1) for line in lines]
     assert sorted(ids) == ["q0", "q1", "q2"]
@@ -77,3 +86,71 @@ def test_pruned_run_matches_exact_replay_of_calibration(tiny_lm, tmp_path):
             assert rep.replayed_tokens_per_problem < sum(len(p.paths) for p in results) * 12  # it pruned
     finally:
         be.shutdown()
+
+
+class NoDecode:
+    """A backend that fails the test if collect decodes anything (the checks must come first)."""
+
+    def get_model_name(self) -> str:
+        return "never-loaded"
+
+    def __getattr__(self, name):
+        raise AssertionError(f"collect used the backend ({name}) before refusing its input")
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"n_max": 0}, r"--n-max: must be >= 1"),
+    ({"prefix_lens": [3, 12]}, r"--prefix-lens: 12 is not below sampling.max_new_tokens \(12\)"),
+    ({"prefix_lens": []}, r"--prefix-lens: need positive"),
+    ({"out": "x.jsonl.gz"}, r"plain .jsonl"),
+])
+def test_collect_refuses_bad_input_before_decoding(tmp_path, over, match):
+    task = raw_task(tmp_path, [("Q1+1=", "2")])
+    kw = dict(out=tmp_path / "c.jsonl", n_max=4, prefix_lens=[3, 6], scorers={"confidence": {}}, model_id="x")
+    kw.update({k: (tmp_path / v if k == "out" else v) for k, v in over.items()})
+    cfg = RuntimeConfig(sampling={"max_new_tokens": 12})
+    with pytest.raises(UserError, match=match):
+        collect(NoDecode(), task, task.problems(1, 0), cfg, **kw)
+
+
+def test_resume_with_other_settings_is_refused_naming_the_setting(tiny_lm, tmp_path):
+    """`calibrate --n-max 16` onto a file recorded with 4 paths: before, "0 new records"; now refused."""
+    task = raw_task(tmp_path, [(f"Q{i}+1=", str(i + 1)) for i in range(2)])
+    out = tmp_path / "calib.jsonl"
+    cfg = RuntimeConfig(sampling={"max_new_tokens": 8, "temperature": 1.0})
+    kw = dict(out=out, prefix_lens=[3], scorers={"confidence": {}}, model_id="tiny", concurrency=2)
+    be = LocalBackend(*tiny_lm)
+    try:
+        assert collect(be, task, task.problems(1, 0), cfg, n_max=2, **kw) == 1
+    finally:
+        be.shutdown()
+    before = out.read_bytes()
+    with pytest.raises(UserError, match=r"recorded with n_max=2, this run has n_max=16"):
+        collect(NoDecode(), task, task.problems(2, 0), cfg, n_max=16, **kw)
+    with pytest.raises(UserError, match=r"recorded with scorers=.*confidence.*this run has scorers=.*entropy"):
+        collect(NoDecode(), task, task.problems(2, 0), cfg, n_max=2, **{**kw, "scorers": {"entropy": {}}})
+    other = RuntimeConfig(sampling={"max_new_tokens": 8, "temperature": 0.5})
+    with pytest.raises(UserError, match=r"recorded with sampling="):
+        collect(NoDecode(), task, task.problems(2, 0), other, n_max=2, **kw)
+    assert out.read_bytes() == before
+    # another model's weights: refused once the model is known (same settings otherwise)
+    from tests.conftest import make_tiny_llama
+
+    be = LocalBackend(make_tiny_llama(len(tiny_lm[1]), seed=1), tiny_lm[1])
+    try:
+        with pytest.raises(UserError, match=r"recorded with model"):
+            collect(be, task, task.problems(2, 0), cfg, n_max=2, **kw)
+    finally:
+        be.shutdown()
+    assert out.read_bytes() == before
+    # an older file without a header is refused, not extended
+    old = tmp_path / "old.jsonl"
+    old.write_text(before.decode().split("\n", 1)[1])
+    with pytest.raises(UserError, match=r"no header record"):
+        collect(NoDecode(), task, task.problems(2, 0), cfg, n_max=2, **{**kw, "out": old})
+    # the headered file loads; errors after the header still name the right line
+    assert load_calibration(out).n_problems == 1
+    with open(out, "a") as f:
+        f.write("{bad\n")
+    with pytest.raises(UserError, match=r"calib.jsonl:3: invalid JSON"):
+        load_calibration(out)
