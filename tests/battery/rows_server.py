@@ -1,7 +1,32 @@
-"""Battery rows: server."""
+"""Battery rows: server (`sglang-stop run --server URL`): an unusable URL, nothing listening, and a server
+that fails mid-run each end in one line naming the server, exit 2."""
 
 from __future__ import annotations
 
-from tests.battery import Case
+import atexit
+from pathlib import Path
 
-ROWS: list[Case] = []
+from tests.battery import TESTBED, Case
+from tests.server.fake import fake_server
+
+RUN = ["sglang-stop", "run", "--task", "testbed", "--problems", "1", "--n", "2", "--prefix-len", "4", "--keep", "1"]
+
+
+def _failing_server(_tmp: Path) -> dict[str, str]:
+    """A stand-in server (tests/server/fake.py) that answers the model query, then fails every generation
+    with HTTP 500; it lives in this test process until it exits."""
+    cm = fake_server("500", TESTBED)
+    srv = cm.__enter__()
+    atexit.register(cm.__exit__, None, None, None)
+    return {"url": srv.url}
+
+
+ROWS: list[Case] = [
+    Case("server-not-a-url", [*RUN, "--server", "127.0.0.1:30000"], 2,
+         "--server '127.0.0.1:30000': expected a URL like http://HOST:PORT"),
+    # Port 1 on loopback: nothing listens there (binding it needs root), so the URL is fixed.
+    Case("server-connection-refused", [*RUN, "--server", "http://127.0.0.1:1"], 2,
+         "server http://127.0.0.1:1: cannot connect: connection refused — is the server running?"),
+    Case("server-fails-mid-run", [*RUN, "--server", "{url}"], 2, ": POST /generate: HTTP 500: scheduler died",
+         setup=_failing_server),
+]
