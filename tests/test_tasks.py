@@ -101,8 +101,20 @@ def test_rg_kwargs_parsing() -> None:
     ("spec", "match"),
     [
         ("no_such_task", r"unknown task 'no_such_task' \(known: default, .*chain_sum"),
-        ("chain_sum:bogus=1", r"task 'chain_sum:bogus=1': bad dataset options: .*bogus"),
-        ("chain_sum:min_terms=5,max_terms=2", "max_terms must be >= min_terms"),
+        ("chain_sum:bogus=1", r"task 'chain_sum:bogus=1': unknown option 'bogus' for reasoning-gym chain_sum \(options: min_terms,"),
+        ("chain_sum:min_terms=5,max_terms=2",
+         "reasoning-gym rejected options min_terms=5, max_terms=2: max_terms must be >= min_terms"),
+        ("chain_sum:min_terms=0,max_terms=3", "reasoning-gym rejected option min_terms=0: min_terms must be positive"),
+        ("chain_sum:min_terms=abc", "option min_terms=abc rejected: reasoning-gym's chain_sum expects an integer"),
+        ("chain_sum:min_terms=2.5", "option min_terms=2.5 rejected: .* expects an integer"),
+        ("chain_sum:min_terms=true", "option min_terms=true rejected: .* expects an integer"),
+        ("chain_sum:allow_negation=1", "option allow_negation=1 rejected: .* expects true or false"),
+        ("chain_sum:min_terms=1|2", "min_terms=1|2 rejected: .* takes one value"),
+        ("basic_arithmetic:format_style=fancy", r"format_style=fancy rejected: .* expects one of simple\|natural"),
+        ("chain_sum:size=3", "option 'size' is set by the runner"),
+        ("chain_sum:seed=3", "option 'seed' is set by the runner"),
+        ("chain_sum:min_terms=2,min_terms=3", "option 'min_terms' given twice"),
+        ("mix:chain_sum:min_terms=x,basic_arithmetic", "task 'chain_sum:min_terms=x': option min_terms=x rejected"),
         ("chain_sum:min_terms", "expected key=value"),
         ("mmath:aime1999", r"unknown task 'mmath:aime1999' \(known subsets"),
         ("missing.jsonl", "missing.jsonl: task file not found"),
@@ -137,7 +149,50 @@ def test_default_task() -> None:
         assert "/" not in p.question
         assert abs(int(p.answer)) <= 81
     assert t.format_prompt("Q?").startswith("Q?\n\n")
-    assert t.format_prompt("Q?", prompt="x {question} \\boxed{}") == "x Q? \\boxed{}"  # other braces literal
+    assert t.format_prompt("Q?", prompt="x {question} \\boxed{{}}") == "x Q? \\boxed{}"  # doubled = literal
+    assert t.format_prompt("{x}", prompt="a {question} b") == "a {x} b"  # the question itself is not a template
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fragment"),
+    [
+        ("{question} {bogus}", "unknown placeholder '{bogus}'"),
+        ("{question} \\boxed{}", "unknown placeholder '{}'"),
+        ("{question!r}", "unknown placeholder '{question!r}'"),
+        ("{question} }", "Single '}'"),
+        ("no placeholder", "must contain '{question}'"),
+    ],
+)
+def test_bad_prompt_templates(prompt: str, fragment: str) -> None:
+    with pytest.raises(UserError) as e:
+        load_task("default").format_prompt("Q?", prompt=prompt)
+    assert str(e.value).startswith("prompt: ") and fragment in str(e.value)
+
+
+def test_rg_options_typed_by_the_dataset_config() -> None:
+    t = load_task("chain_sum:allow_negation=true,min_terms=2,max_terms=2")
+    assert t.kwargs == {"allow_negation": True, "min_terms": 2, "max_terms": 2}
+    assert t.spec == "chain_sum:allow_negation=True,min_terms=2,max_terms=2"  # as problem ids always hashed it
+    one = load_task("basic_arithmetic:operators=+,min_terms=2,max_terms=2")  # one operator: still a list
+    assert one.kwargs["operators"] == ["+"]
+    assert all("+" in p.question and "*" not in p.question for p in one.problems(5, 0))
+
+
+def test_default_problem_ids_unchanged() -> None:
+    """The committed calibration set was recorded on `default`: its problem ids must still come out."""
+    import gzip
+
+    calib = Path(__file__).resolve().parents[1] / "advisor" / "data" / "smollm2-calib.jsonl.gz"
+    with gzip.open(calib, "rt") as f:
+        recorded = [json.loads(next(f))["problem_id"] for _ in range(4)]
+    assert [p.id for p in load_task("default").problems(4, 0)] == recorded
+
+
+def test_mix_of_jsonl_files(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"question": f"{name}?", "answer": "1"}) + "\n")
+    t = load_task(f"mix:{tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}")
+    assert isinstance(t, MixTask) and [p.question for p in t.problems(2)] == ["a?", "b?"]
 
 
 def test_jsonl_task(tmp_path: Path) -> None:
