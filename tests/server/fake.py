@@ -46,6 +46,7 @@ class FakeServer(ThreadingHTTPServer):
     def die(self) -> None:
         """Stop listening (from a handler thread): later connections are refused."""
         threading.Thread(target=self.shutdown, daemon=True).start()
+        self.socket.shutdown(socket.SHUT_RDWR)  # at once: close() alone waits for the serving thread's poll
         self.socket.close()
 
 
