@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sglang_stop.config import ModelSpec, SamplingConfig
 from sglang_stop.errors import UserError
-from sglang_stop.io import read_data, read_header, read_jsonl
+from sglang_stop.io import RecordHeader, read_data, read_header, read_jsonl
 
 CALIB_SCHEMA_VERSION = 1
 
@@ -129,6 +129,12 @@ class CalibrationSet:
     answer_correct: np.ndarray
     scores: dict[str, np.ndarray]
     warnings: list[str] = field(default_factory=list)  # what loading had to cap or drop, for the CLI to print
+    headers: list[RecordHeader | None] = field(default_factory=list)  # per file (None: an older file)
+
+    @property
+    def model_identity(self) -> dict:
+        """The model identity ``sglang-stop calibrate`` recorded in the file headers ({} if none)."""
+        return next((h.model for h in self.headers if h is not None and h.model), {})
 
     @property
     def n_problems(self) -> int:
@@ -207,10 +213,13 @@ def load_calibration(paths: str | Path | list[str | Path]) -> CalibrationSet:
     seen: dict[str, str] = {}
     ref: tuple[CalibRecord, str] | None = None
     where_of: list[str] = []
+    headers: list[RecordHeader | None] = []
     for f in files:
         head = read_header(f)
         if head is not None and head.kind != "calibration":
             raise UserError(f"{f}: holds {head.kind} records, not calibration records")
+        _same_model(headers, files, head, f)
+        headers.append(head)
         line_no = _line_numbers(Path(f))
         for k, rec in enumerate(read_jsonl(f, CalibRecord)):
             where = f"{f}:{line_no[k]}"
@@ -238,7 +247,17 @@ def load_calibration(paths: str | Path | list[str | Path]) -> CalibrationSet:
         r.scorers = list(order)
     cs = from_records(records, [str(f) for f in files])
     cs.warnings = _path_count_warnings(records, where_of)
+    cs.headers = headers
     return cs
+
+
+def _same_model(headers: list[RecordHeader | None], files: list, head: RecordHeader | None, f: str | Path) -> None:
+    """Files recorded on other weights (both headers know the weights hash) do not combine."""
+    new = (head.model if head else {}).get("weights_hash")
+    for g, h in zip(files, headers):
+        old = (h.model if h else {}).get("weights_hash")
+        if new and old and new != old:
+            raise UserError(f"{f}: recorded on model {head.model}, {g} on {h.model}: one calibration set is one model")  # type: ignore[union-attr]
 
 
 def _path_count_warnings(records: list[CalibRecord], where_of: list[str]) -> list[str]:

@@ -9,19 +9,28 @@ Two checks on the per-problem results of ``sglang-stop run --config rec.yaml --o
   rules (rank ties by path index, ``aggregate.majority_vote`` and its tie-break) must give the
   same tokens and the same voted answer for every problem. Any mismatch is a bug in the replay or
   nondeterminism in the runtime.
+
+Both only mean something if the run used the config: a results file starts with the header
+``sglang-stop run --out`` writes (``RecordHeader(kind="run-results", settings={"config": ...,
+"task": ...})``), and :func:`verify_results` refuses results made with another policy, sampling,
+prompt, task or model, naming the first field that differs. A results file without a header (an
+older version's) cannot be verified: refused, unless the caller accepts it unverified (a warning).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
 
 from advisor.calibration import CalibRecord, load_calibration
 from sglang_stop.aggregate import majority_vote
 from sglang_stop.config import RuntimeConfig
 from sglang_stop.errors import UserError
-from sglang_stop.io import read_jsonl
+from sglang_stop.io import read_header, read_jsonl
 from sglang_stop.runner import ProblemResult
 
 
@@ -90,6 +99,64 @@ class PredictionReport(BaseModel):
     ci_high: float
     measured_accuracy: float
     accuracy_inside_interval: bool
+    interval_problems: int | None = Field(
+        None, description="problems the config's interval is for (the calibration's); the ci above is rescaled "
+        "to this run's problem count by sqrt(interval_problems / problems)")
+
+
+#: RuntimeConfig fields a run must share with the recommended config for its predictions to apply.
+COMPARED = ("n", "stages", "scorer.name", "scorer.options", "aggregation", "consensus", "sampling", "prompt",
+            "chat_template")
+
+
+def _field(cfg: RuntimeConfig, dotted: str) -> Any:
+    obj: Any = cfg.model_dump(mode="json")
+    for part in dotted.split("."):
+        obj = obj[part]
+    return obj
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, list) and all(isinstance(x, dict) and "prefix_len" in x for x in v):  # stages
+        return "[" + " ".join(f"{x['prefix_len']}:{x['keep'] if x.get('keep') is not None else x['keep_ratio']}"
+                              for x in v) + "]"
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
+def verify_results(path: str | Path, cfg: RuntimeConfig, config_path: str | Path, *,
+                   allow_unverified: bool = False) -> tuple[RuntimeConfig | None, list[str]]:
+    """The run's own config (from the results header) and any warnings; a UserError naming the first
+    field where the run differs from ``cfg`` (the predictions would not apply)."""
+    head = read_header(path)
+    if head is None:
+        msg = (f"{path}: has no header record, so it cannot be verified to come from {config_path} (an older "
+               "`sglang-stop run --out` file?)")
+        if allow_unverified:
+            return None, [msg + "; checked unverified (--unverified)"]
+        raise UserError(msg + f"; rerun `sglang-stop run --config {config_path} --out FILE`, or pass --unverified")
+    if head.kind != "run-results":
+        raise UserError(f"{path}: holds {head.kind} records, not run results")
+    raw = head.settings.get("config")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}:1: header.settings.config: missing (not a `sglang-stop run --out` file?)")
+    try:
+        run = RuntimeConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"{path}:1: header.settings.config.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    for name in COMPARED:
+        a, b = _field(run, name), _field(cfg, name)
+        if a != b:
+            raise UserError(f"{path}: results were made with {name}={_show(a)}, the config has {name}={_show(b)}; "
+                            f"run `sglang-stop run --config {config_path}` to check its predictions")
+    task = head.settings.get("task")
+    if cfg.task is not None and task is not None and str(task) != cfg.task:
+        raise UserError(f"{path}: results were made on task={task}, the config has task={cfg.task}")
+    want = cfg.metadata.get("calib_model") or {}
+    got = head.model or {}
+    if want.get("weights_hash") and got.get("weights_hash") and want["weights_hash"] != got["weights_hash"]:
+        raise UserError(f"{path}: results were made with model {_show(got)}, the calibration with {_show(want)}")
+    return run, []
 
 
 def load_results(path: str | Path) -> list[ProblemResult]:
@@ -110,11 +177,17 @@ def check_prediction(cfg: RuntimeConfig, results: list[ProblemResult], where: st
     acc = sum(r.correct for r in results) / P
     pt = float(meta["predicted_tokens_per_problem"])
     rel = (tok - pt) / pt
+    pa, lo, hi = float(meta["predicted_accuracy"]), float(meta["ci_low"]), float(meta["ci_high"])
+    base = meta.get("calib_problems")
+    if isinstance(base, int) and base > 0 and base != P:
+        # the interval is that of one run over the calibration's problem count: its width scales as
+        # 1/sqrt(problems), so a 4-problem run is not judged against a 400-problem interval
+        f = (base / P) ** 0.5
+        lo, hi = max(0.0, pa - (pa - lo) * f), min(1.0, pa + (hi - pa) * f)
     return PredictionReport(
         problems=P, predicted_tokens_per_problem=pt, measured_tokens_per_problem=tok, tokens_rel_error=rel,
-        tokens_within_5pct=abs(rel) <= 0.05, predicted_accuracy=float(meta["predicted_accuracy"]),
-        ci_low=float(meta["ci_low"]), ci_high=float(meta["ci_high"]), measured_accuracy=acc,
-        accuracy_inside_interval=float(meta["ci_low"]) <= acc <= float(meta["ci_high"]),
+        tokens_within_5pct=abs(rel) <= 0.05, predicted_accuracy=pa, ci_low=lo, ci_high=hi, measured_accuracy=acc,
+        accuracy_inside_interval=lo <= acc <= hi, interval_problems=base if isinstance(base, int) else None,
     )
 
 

@@ -409,25 +409,34 @@ def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, s
               help="per-problem results of `sglang-stop run --config ... --out FILE`")
 @click.option("--calib", "calib", multiple=True, type=click.Path(dir_okay=False),
               help="calibration set of the SAME problems and seed: also check the replay exactly, problem by problem")
+@click.option("--unverified", is_flag=True,
+              help="accept a results file without a header (an older run's): checked with a warning, since "
+                   "it cannot be verified to come from --config")
 @click.option("--json", "as_json", is_flag=True)
-def check(config_path: str, results: str, calib: tuple[str, ...], as_json: bool) -> None:
-    """Predicted vs measured for a real run of a recommended config (and, with --calib, exactness)."""
-    from advisor.check import check_exact, check_prediction, load_results
+def check(config_path: str, results: str, calib: tuple[str, ...], unverified: bool, as_json: bool) -> None:
+    """Predicted vs measured for a real run of a recommended config (and, with --calib, exactness).
+    Results made with another config (n, stages, scorer, vote, sampling, ...) are refused."""
+    from advisor.check import check_exact, check_prediction, load_results, verify_results
     from sglang_stop.config import load_config
 
     cfg = load_config(config_path)
+    run_cfg, notes = verify_results(results, cfg, config_path, allow_unverified=unverified)
+    for w in notes:
+        _warn(w)
     res = load_results(results)
     pred = check_prediction(cfg, res, config_path)
-    out: dict[str, Any] = {"prediction": pred.model_dump()}
+    out: dict[str, Any] = {"prediction": pred.model_dump(), "verified": run_cfg is not None, "warnings": notes}
     lines = [
         f"{pred.problems} problems",
         f"tokens/problem: predicted {pred.predicted_tokens_per_problem:,.1f}, measured {pred.measured_tokens_per_problem:,.1f} "
         f"({100 * pred.tokens_rel_error:+.2f}%; within 5%: {'yes' if pred.tokens_within_5pct else 'NO'})",
         f"accuracy: predicted {100 * pred.predicted_accuracy:.1f}% [{100 * pred.ci_low:.1f}, {100 * pred.ci_high:.1f}], "
-        f"measured {100 * pred.measured_accuracy:.1f}% (inside: {'yes' if pred.accuracy_inside_interval else 'NO'})",
+        f"measured {100 * pred.measured_accuracy:.1f}% (inside: {'yes' if pred.accuracy_inside_interval else 'NO'})"
+        + (f"; interval rescaled from {pred.interval_problems} to {pred.problems} problems"
+           if pred.interval_problems and pred.interval_problems != pred.problems else ""),
     ]
     if calib:
-        ex = check_exact(list(calib), cfg, res)
+        ex = check_exact(list(calib), run_cfg or cfg, res)  # the run's own seed
         out["exact"] = ex.model_dump()
         lines.append(
             f"exact replay of the first N recorded paths: tokens/problem {ex.replayed_tokens_per_problem:,.2f} vs "

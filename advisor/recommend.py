@@ -34,6 +34,7 @@ def to_runtime_config(res: ReplayResult, calib: CalibrationSet, *, budget: float
         "calib": list(calib.sources),
         "calib_problems": calib.n_problems,
         "model_id": rec.model_id,
+        "calib_model": calib.model_identity,  # `check` compares it with the run's model
         "interval": "95% bootstrap over problems and path draws (one run over this many problems)",
     }
     meta.update(extra or {})
