@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from sglang_stop.config import RuntimeConfig, config_from_dict, json_schema, load_config
+from sglang_stop import __version__
+from sglang_stop.cli_errors import run_cli_group
 from sglang_stop.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "default.yaml"
@@ -29,6 +31,8 @@ def _build_config(
     seed: int | None = None,
     model: str | None = None,
     max_new_tokens: int | None = None,
+    checkpoint: str | None = None,
+    scorer_options: str | None = None,
 ) -> RuntimeConfig:
     """The config file (or the packaged default) with command-line overrides, validated as one."""
     base = load_config(config) if config else load_config(DEFAULT_CONFIG)
@@ -47,6 +51,12 @@ def _build_config(
         data["model"]["path"] = model
     if max_new_tokens is not None:
         data["sampling"]["max_new_tokens"] = max_new_tokens
+    if scorer_options is not None:
+        data["scorer"]["options"] = {**data["scorer"]["options"], **_json_object("--scorer-options", scorer_options)}
+    if checkpoint is not None:
+        if data["scorer"]["name"] != "stop":
+            raise UserError(f"--checkpoint: only the stop scorer takes a checkpoint (scorer is {data['scorer']['name']!r})")
+        data["scorer"]["options"] = {**data["scorer"]["options"], "checkpoint": checkpoint}
     src = "command line" if config is None else f"{config} + command line"
     cfg = config_from_dict(data, src)
     from sglang_stop.scorers import scorer_class
@@ -73,70 +83,70 @@ def _task_and_problems(cfg: RuntimeConfig, task_spec: str | None, problems: int,
 
 
 @click.group()
+@click.version_option(__version__, "--version", prog_name="sglang-stop", message="%(prog)s %(version)s")
 def cli() -> None:
     """Parallel reasoning with learned early pruning (STOP) on SGLang."""
 
 
-_common = [
+_base = [
     click.option("--config", type=click.Path(), default=None, help="runtime config (YAML/JSON); default: packaged"),
     click.option("--model", default=None, help="local HF model dir; default: embedded SmolLM2-135M-Instruct"),
     click.option("--task", default=None, help="reasoning-gym task (chain_sum, ...), mix:..., default, testbed, mmath:SUBSET, or a .jsonl"),
-    click.option("--problems", default=20, show_default=True, help="problems to run"),
-    click.option("--n", type=int, default=None, help="paths per problem (overrides config)"),
-    click.option("--prefix-len", type=int, default=None, help="one prune stage: score after this many tokens"),
-    click.option("--keep", type=int, default=None, help="paths kept at that stage"),
-    click.option("--scorer", default=None, help="registered scorer (none, random, confidence, entropy, stop, ...)"),
+    click.option("--problems", type=click.IntRange(min=1), default=20, show_default=True, help="problems to run"),
     click.option("--seed", type=int, default=None, help="sampling seed (paths are seeded per problem and index)"),
-    click.option("--max-new-tokens", type=int, default=None, help="path length cap"),
-    click.option("--concurrency", default=4, show_default=True, help="problems run at once (run_batch)"),
-    click.option("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)"),
+    click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="path length cap"),
+    click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True, help="problems run at once"),
+    click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (1 is faster on a busy machine)"),
     click.option("--json", "as_json", is_flag=True, help="one JSON object on stdout"),
+]
+_prune = [
+    click.option("--n", type=click.IntRange(min=1), default=None, help="paths per problem (overrides config)"),
+    click.option("--prefix-len", type=click.IntRange(min=1), default=None, help="one prune stage: score after this many tokens"),
+    click.option("--keep", type=click.IntRange(min=1), default=None, help="paths kept at that stage"),
+    click.option("--scorer", default=None, help="registered scorer (none, random, confidence, entropy, stop, ...)"),
 ]
 
 
+def base_options(f: Any) -> Any:
+    """Model, task, problems, sampling seed and length, concurrency, threads, --json."""
+    for opt in reversed(_base):
+        f = opt(f)
+    return f
+
+
 def common(f: Any) -> Any:
-    for opt in reversed(_common):
+    """base_options plus one prune stage and the scorer (commands that run the pruned program)."""
+    for opt in reversed(_base + _prune):
         f = opt(f)
     return f
 
 
 @cli.command()
 @common
-@click.option("--out", type=click.Path(), default=None, help="write per-problem results (JSONL)")
+@click.option("--out", type=click.Path(), default=None,
+              help="per-problem results (JSONL, one line appended as each problem finishes)")
+@click.option("--resume", is_flag=True, help="continue an interrupted --out file (same settings), skipping done problems")
 @click.option("--server", default=None, help="URL of an SGLang server with the sglang-stop plugin")
+@click.option("--checkpoint", default=None, help="STOP checkpoint directory (sets scorer.options.checkpoint)")
+@click.option("--scorer-options", "scorer_options", default=None, metavar="JSON",
+              help='options of the scorer as a JSON object, e.g. \'{"window": 1, "reduce": "lowest"}\'')
+@click.option("--question", default=None, help="answer this one question instead of the task's problems")
 def run(
     config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
     keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
-    threads: int | None, as_json: bool, out: str | None, server: str | None,
+    threads: int | None, as_json: bool, out: str | None, resume: bool, server: str | None, checkpoint: str | None,
+    scorer_options: str | None, question: str | None,
 ) -> None:
     """Run parallel reasoning with pruning on a task's problems and report accuracy and tokens."""
-    from sglang_stop.io import atomic_write_text
-    from sglang_stop.runner import make_backend, run_problems
+    from sglang_stop.run_command import RunRequest, execute_run
 
     cfg = _build_config(config, n=n, prefix_len=prefix_len, keep=keep, scorer=scorer, seed=seed, model=model,
-                        max_new_tokens=max_new_tokens)
+                        max_new_tokens=max_new_tokens, checkpoint=checkpoint, scorer_options=scorer_options)
     _set_threads(threads)
-    tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
-    if server:
-        from sglang_stop.backends.endpoint import StopEndpoint
-
-        backend = StopEndpoint(server)
-    else:
-        backend = make_backend(cfg.model)
-    try:
-        results, summary = run_problems(backend, tsk, probs, cfg, concurrency=concurrency, progress=not as_json)
-    finally:
-        backend.shutdown()
-    if out:
-        atomic_write_text(out, "".join(r.model_dump_json() + "\n" for r in results))
-    if as_json:
-        click.echo(summary.model_dump_json())
-    else:
-        click.echo(
-            f"{summary.problems} problems  task={summary.task}  n={summary.n}  stages={summary.stages}  scorer={summary.scorer}\n"
-            f"accuracy {summary.accuracy:.3f}  (per path {summary.path_accuracy:.3f})  "
-            f"tokens {summary.tokens} ({summary.tokens_per_problem:.0f}/problem)  wall {summary.wall_s:.1f}s"
-        )
+    req = RunRequest(cfg=cfg, task=task, problems=problems, concurrency=concurrency, out=out, resume=resume,
+                     server=server, question=question, progress=not as_json)
+    summary, text = execute_run(req)
+    click.echo(summary.model_dump_json() if as_json else text)
 
 
 @cli.command()
@@ -146,16 +156,16 @@ def schema() -> None:
 
 
 @cli.command()
-@common
-@click.option("--n-max", default=16, show_default=True, help="paths sampled per problem")
+@base_options
+@click.option("--n-max", type=click.IntRange(min=1), default=16, show_default=True, help="paths sampled per problem")
 @click.option("--prefix-lens", default="16,32,64", show_default=True, help="comma-separated prune points to record")
 @click.option("--scorers", "scorer_names", default="confidence,entropy", show_default=True,
               help="comma-separated scorers to record (none/random need no recording)")
 @click.option("--out", type=click.Path(), required=True, help="calibration JSONL (appended; resumable)")
 def calibrate(
-    config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
-    keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
-    threads: int | None, as_json: bool, n_max: int, prefix_lens: str, scorer_names: str, out: str,
+    config: str | None, model: str | None, task: str | None, problems: int, seed: int | None,
+    max_new_tokens: int | None, concurrency: int, threads: int | None, as_json: bool, n_max: int, prefix_lens: str,
+    scorer_names: str, out: str,
 ) -> None:
     """Record every scorer at several prune points on unpruned paths: the advisor's calibration set."""
     from sglang_stop.calibrate import collect
@@ -312,6 +322,16 @@ def bench_compare(model: str | None, task: str | None, problems: int, n: int, pr
     click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
 
 
+def _json_object(flag: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{flag}: not JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{flag}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _parse_scorer_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
     """``NAME=JSON`` pairs -> {name: options}; the scorer must be one of ``--scorers``."""
     out: dict[str, dict[str, Any]] = {}
@@ -319,13 +339,7 @@ def _parse_scorer_options(items: tuple[str, ...], names: list[str]) -> dict[str,
         name, sep, raw = item.partition("=")
         if not sep or name not in names:
             raise UserError(f"--scorer-options {item!r}: expected NAME=JSON with NAME one of --scorers ({', '.join(names)})")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise UserError(f"--scorer-options {name}: not JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(value, dict):
-            raise UserError(f"--scorer-options {name}: expected a JSON object, got {type(value).__name__}")
-        out.setdefault(name, {}).update(value)
+        out.setdefault(name, {}).update(_json_object(f"--scorer-options {name}", raw))
     return out
 
 
@@ -340,16 +354,7 @@ _add_training_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, standalone_mode=False)
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
+    run_cli_group(cli, argv)
 
 
 if __name__ == "__main__":

@@ -5,3 +5,20 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input from the user (file, flag, field); the message must name what is wrong."""
+
+
+class RunCancelled(Exception):
+    """Raised inside a run's program threads when the run is stopped (a signal, or another problem's
+    error): not a failure of its own, so runners ignore it when they report."""
+
+
+class RunInterrupted(Exception):
+    """A run stopped early by a signal; every problem finished before it was kept."""
+
+    def __init__(self, signal_name: str, done: int, total: int, hint: str = "") -> None:
+        msg = f"interrupted by {signal_name} after {done} of {total} problems"
+        super().__init__(f"{msg}; {hint}" if hint else msg)
+        self.signal_name = signal_name
+        self.done = done
+        self.total = total
+        self.hint = hint

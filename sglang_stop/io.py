@@ -230,3 +230,19 @@ def open_records(path: str | Path, header: RecordHeader, *, resume: bool = True)
     if not exists:
         app.append({"header": header.model_dump(mode="json")})
     return app
+
+
+def tree_hash(path: str | Path) -> str | None:
+    """A short hash of a file or of every file under a directory (relative names + bytes): what a
+    record header stores of a scorer checkpoint. None if the path does not exist."""
+    import hashlib
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    h = hashlib.blake2b(digest_size=8)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        h.update(str(f.relative_to(p) if f != p else f.name).encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()

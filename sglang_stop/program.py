@@ -14,6 +14,7 @@ Rules shared with the advisor's offline replay (advisor/replay.py):
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,12 @@ from pydantic import BaseModel, Field
 
 from sglang_stop.aggregate import majority_vote
 from sglang_stop.config import RuntimeConfig
+from sglang_stop.policy import kept_positions
 from sglang_stop.scorers.base import ScoreContext, Scorer
+
+# SGLang's executor thread warns with a full traceback for every failed branch; the program re-raises
+# that error to its caller (which reports it once), so the per-branch copies are noise.
+warnings.filterwarnings("ignore", message="Error in stream_executor", category=UserWarning)
 
 
 class PathRecord(BaseModel):
@@ -107,68 +113,75 @@ def parallel_reasoning(
         rec.answer = extract_answer(v.text)
         for k, val in kw.items():
             setattr(rec, k, val)
+        open_states.pop(id(st), None)
         st.stream_executor.end()  # frees the branch's KV (backend.end_program -> release)
 
-    running = states
-    done: list[Any] = []
-    generated = 0
-    max_new = cfg.sampling.max_new_tokens
-    last_scores: dict[int, float] = {}
-    for si, stage in enumerate(cfg.stages if scorer.prunes else []):
-        _run_segment(running, f"seg{si}", cfg, stage.prefix_len - generated)
-        generated = stage.prefix_len
-        views = [view(st) for st in running]
-        still = [(st, v) for st, v in zip(running, views) if not v.meta["finished"]]
-        done += [st for st, v in zip(running, views) if v.meta["finished"]]
-        if not still:
+    open_states = {id(st): st for st in states}  # forked branches not yet ended
+    try:
+        running = states
+        done: list[Any] = []
+        generated = 0
+        max_new = cfg.sampling.max_new_tokens
+        last_scores: dict[int, float] = {}
+        for si, stage in enumerate(cfg.stages if scorer.prunes else []):
+            _run_segment(running, f"seg{si}", cfg, stage.prefix_len - generated)
+            generated = stage.prefix_len
+            views = [view(st) for st in running]
+            still = [(st, v) for st, v in zip(running, views) if not v.meta["finished"]]
+            done += [st for st, v in zip(running, views) if v.meta["finished"]]
+            if not still:
+                running = []
+                break
+            ctx = ScoreContext(
+                backend=backend, rng=rng, stage=si, prefix_len=stage.prefix_len, question=question, problem_key=problem_key
+            )
+            scores = scorer.score([v for _, v in still], ctx)
+            if len(scores) != len(still):
+                raise RuntimeError(f"scorer {scorer.name!r} returned {len(scores)} scores for {len(still)} paths")
+            for (_, v), sc in zip(still, scores):
+                records.setdefault(v.index, PathRecord(index=v.index, text="", answer=None, tokens=0, finished=False))
+                records[v.index].scores.append(float(sc))
+                last_scores[v.index] = float(sc)
+            k = stage.kept(len(still))
+            keep = kept_positions(scores, [v.index for _, v in still], k)
             running = []
-            break
-        ctx = ScoreContext(
-            backend=backend, rng=rng, stage=si, prefix_len=stage.prefix_len, question=question, problem_key=problem_key
-        )
-        scores = scorer.score([v for _, v in still], ctx)
-        if len(scores) != len(still):
-            raise RuntimeError(f"scorer {scorer.name!r} returned {len(scores)} scores for {len(still)} paths")
-        for (_, v), sc in zip(still, scores):
-            records.setdefault(v.index, PathRecord(index=v.index, text="", answer=None, tokens=0, finished=False))
-            records[v.index].scores.append(float(sc))
-            last_scores[v.index] = float(sc)
-        k = stage.kept(len(still))
-        order = sorted(range(len(still)), key=lambda j: (-scores[j], still[j][1].index))
-        keep = {j for j in order[:k]}
-        running = []
-        for j, (st, _) in enumerate(still):
-            if j in keep:
-                running.append(st)
+            for j, (st, _) in enumerate(still):
+                if j in keep:
+                    running.append(st)
+                else:
+                    close(st, pruned_at=si)
+
+        remaining = max_new - generated
+        if running and remaining > 0:
+            if cfg.consensus is None:
+                _run_segment(running, "rest", cfg, remaining)
             else:
-                close(st, pruned_at=si)
+                chunk = 0
+                while running and remaining > 0:
+                    step = min(cfg.consensus.chunk_tokens, remaining)
+                    _run_segment(running, f"rest{chunk}", cfg, step)
+                    remaining -= step
+                    chunk += 1
+                    views = [view(st) for st in running]
+                    done += [st for st, v in zip(running, views) if v.meta["finished"]]
+                    running = [st for st, v in zip(running, views) if not v.meta["finished"]]
+                    answers = [extract_answer(view(st).text) for st in done]
+                    counts: dict[str, int] = {}
+                    for a in answers:
+                        if a is not None:
+                            counts[a] = counts.get(a, 0) + 1
+                    if counts and max(counts.values()) >= cfg.consensus.votes:
+                        for st in running:
+                            close(st, stopped_by_consensus=True)
+                        running = []
+        for st in running + done:
+            close(st)
 
-    remaining = max_new - generated
-    if running and remaining > 0:
-        if cfg.consensus is None:
-            _run_segment(running, "rest", cfg, remaining)
-        else:
-            chunk = 0
-            while running and remaining > 0:
-                step = min(cfg.consensus.chunk_tokens, remaining)
-                _run_segment(running, f"rest{chunk}", cfg, step)
-                remaining -= step
-                chunk += 1
-                views = [view(st) for st in running]
-                done += [st for st, v in zip(running, views) if v.meta["finished"]]
-                running = [st for st, v in zip(running, views) if not v.meta["finished"]]
-                answers = [extract_answer(view(st).text) for st in done]
-                counts: dict[str, int] = {}
-                for a in answers:
-                    if a is not None:
-                        counts[a] = counts.get(a, 0) + 1
-                if counts and max(counts.values()) >= cfg.consensus.votes:
-                    for st in running:
-                        close(st, stopped_by_consensus=True)
-                    running = []
-    for st in running + done:
-        close(st)
-
+    finally:
+        # An error anywhere (a scorer, the backend, a cancelled run) must still end every branch:
+        # each forked executor owns a non-daemon worker thread that would keep the process alive.
+        for st in open_states.values():
+            st.stream_executor.end()
     paths = [records[i] for i in sorted(records)]
     voters = [p for p in paths if p.pruned_at is None and not p.stopped_by_consensus]
     answers = [p.answer for p in voters]

@@ -162,6 +162,11 @@ class _LiveBatch:
         )
 
 
+def _fresh(err: BaseException) -> BaseException:
+    """A new exception like ``err``: one instance raised in many threads would pile up tracebacks."""
+    return type(err)(*err.args)
+
+
 def _left_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     return x if pad == 0 else torch.nn.functional.pad(x, (0, 0, pad, 0))
 
@@ -198,6 +203,7 @@ class LocalBackend(BaseBackend):
         self._queue: queue.Queue[_GenRequest | _Job | None] = queue.Queue()
         self._batch = _LiveBatch()
         self.max_batch_seen = 0
+        self._cancelled: BaseException | None = None  # set by abort(): every generate fails with it
         self._thread = threading.Thread(target=self._loop, name="sglang-stop-scheduler", daemon=True)
         self._thread.start()
 
@@ -230,6 +236,8 @@ class LocalBackend(BaseBackend):
             future=Future(),
         )
         cached = state.kv_len
+        if self._cancelled is not None:
+            raise _fresh(self._cancelled)
         self._queue.put(req)
         text, reason = req.future.result()
         state.text = s.text_ + text
@@ -326,6 +334,17 @@ class LocalBackend(BaseBackend):
         """Run ``fn`` between decode steps on the thread that owns the model."""
         return self._call(fn)
 
+    def abort(self, err: BaseException) -> None:
+        """Fail every waiting and later ``generate`` with ``err`` (a cancelled run: its program
+        threads unwind and end their branches) until :meth:`resume_requests`. Takes effect between
+        decode steps, so within one step's time."""
+        self._cancelled = err
+        self._queue.put(_Job(lambda: self._fail_all(_fresh(err)), Future()))
+
+    def resume_requests(self) -> None:
+        """Accept ``generate`` calls again after :meth:`abort`."""
+        self._cancelled = None
+
     def shutdown(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -416,6 +435,9 @@ class LocalBackend(BaseBackend):
                 if it is None:
                     self._fail_all(RuntimeError("backend shut down"))
                     return
+                if isinstance(it, _GenRequest) and self._cancelled is not None:
+                    it.future.set_exception(_fresh(self._cancelled))
+                    continue
                 if isinstance(it, _Job):
                     try:
                         it.future.set_result(it.fn())
@@ -435,7 +457,7 @@ class LocalBackend(BaseBackend):
         """A model error fails every waiting request (never leaves a caller blocked) and resets the batch."""
         for r in list(self._batch.rows) + list(extra):
             if not r.future.done():
-                r.future.set_exception(err)
+                r.future.set_exception(_fresh(err))
         self._batch = _LiveBatch()
 
     def _admit(self, reqs: list[_GenRequest]) -> None:

@@ -23,21 +23,21 @@ class DecodeBench(BaseModel):
 
 
 @sgl.function
-def _fan_out(s: Any, prompt: str, n: int, max_tokens: int) -> None:
+def _fan_out(s: Any, prompt: str, branches: int, max_tokens: int) -> None:
     s += prompt
     s.stream_executor.sync()
-    forks = s.fork(n)
+    forks = s.fork(branches)
     forks += sgl.gen("out", max_tokens=max_tokens, temperature=1.0, ignore_eos=True)
     forks.join()
 
 
 def run_decode_bench(backend: Any, prompt: str, branches: list[int], max_tokens: int = 64) -> DecodeBench:
-    _fan_out.run(prompt=prompt, n=2, max_tokens=4, backend=backend)  # warm-up
+    _fan_out.run(prompt=prompt, branches=2, max_tokens=4, backend=backend)  # warm-up
     toks, walls = [], []
     for n in branches:
         before = backend.usage().generated_tokens
         t0 = time.perf_counter()
-        _fan_out.run(prompt=prompt, n=n, max_tokens=max_tokens, backend=backend)
+        _fan_out.run(prompt=prompt, branches=n, max_tokens=max_tokens, backend=backend)
         walls.append(time.perf_counter() - t0)
         toks.append(backend.usage().generated_tokens - before)
     tps = [t / w for t, w in zip(toks, walls)]

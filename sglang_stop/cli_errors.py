@@ -1,0 +1,74 @@
+"""The one error policy of every command line (`sglang-stop`, `stop-advise`, `python -m ...`).
+
+- A user error (bad flag, file, field; click's usage errors too) prints ONE line, ``error: ...``,
+  and exits 2.
+- A signal ends the command with one line saying how far it got: 130 (SIGINT) or 143 (SIGTERM).
+- Anything else is a bug: its traceback is printed and the exit is 1.
+Whatever happened, the process then exits at once, even if a worker thread is still unwinding
+(finished results are already on disk: records are appended and fsynced as they finish).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from types import FrameType
+
+import click
+
+from sglang_stop.errors import RunInterrupted, UserError
+from sglang_stop.signals import EXIT_CODES
+
+
+class _Terminated(Exception):
+    """SIGTERM outside a run (while loading): unwinds like Ctrl-C does."""
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _exit(code: int) -> None:
+    """Exit now; skip waiting on non-daemon threads (SGLang's per-branch workers) if any remain."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        os._exit(code)
+    sys.exit(code)
+
+
+def run_cli_group(group: click.Command, argv: list[str] | None = None) -> None:
+    """Run a click group under the policy above (standalone_mode off, so every error reaches us)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    code = 0
+    try:
+        group.main(args=argv, standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        code = 2
+    except click.UsageError as e:
+        click.echo(f"error: {e.format_message()}" + (f" (see '{e.ctx.command_path} --help')" if e.ctx else ""),
+                   err=True)
+        code = 2
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        code = e.exit_code
+    except RunInterrupted as e:
+        click.echo(str(e), err=True)
+        code = EXIT_CODES.get(e.signal_name, 130)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted by SIGINT before any result was made", err=True)
+        code = 130
+    except _Terminated:
+        click.echo("interrupted by SIGTERM before any result was made", err=True)
+        code = 143
+    except BrokenPipeError:
+        code = 1
+    except Exception:  # noqa: BLE001 - a bug: keep its traceback, still exit promptly
+        traceback.print_exc()
+        code = 1
+    _exit(code)
