@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import click
 import torch
 from pydantic import Field
 
@@ -52,6 +53,9 @@ class StopScorer(Scorer):
         """In process: load the checkpoint onto the backend's model now (missing, corrupt or made for
         another base -> UserError before decoding). A server holds its own adapter."""
         if hasattr(backend, "stop_score"):
+            if self.options.checkpoint is not None:  # type: ignore[attr-defined]
+                click.echo(f"warning: scorer.options.checkpoint {self.options.checkpoint}: ignored against a server, "  # type: ignore[attr-defined]
+                           "which scores with the adapter it was launched with", err=True)
             return
         if self.options.checkpoint is None:  # type: ignore[attr-defined]
             raise UserError("scorer.options.checkpoint: the in-process stop scorer needs a checkpoint directory")

@@ -8,7 +8,9 @@ assess_token_embedding.pth         {"assess_token", "special_token_id", "input_e
 assess_token_config.json           {"assess_token", "special_token_id", "num_assess_tokens", ...} + ours
 tokenizer/                         the base tokenizer with [STOP] added
 ```
-The authors' own releases (``adapter/classifier/adapter_model.bin``, no ``base_model`` block) load too.
+``base_model`` records the base's shapes and identity (name, weights hash); another base is refused.
+The authors' own releases (``adapter/classifier/adapter_model.bin``, no ``base_model`` block) load too,
+with one ``warning:`` line that the base could not be verified. Unreadable files are one UserError.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import click
 import torch
 from pydantic import BaseModel, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from sglang_stop.errors import UserError
+from sglang_stop.io import default_dir_mode, default_file_mode
 from sglang_stop.scorers.stop_net import StopNet, StopNetConfig
 
 CHECKPOINT_SCHEMA = 1
@@ -32,24 +38,95 @@ PEFT_PREFIX = "base_model.model."
 
 
 class BaseModelInfo(BaseModel):
-    """What must match between the checkpoint's base model and the one serving."""
+    """What must match between the checkpoint's base model and the one serving: the shapes the
+    adapter's weights depend on, and the identity (name + weights hash, ``models.model_identity``),
+    so a base with the same shapes but other weights is refused too."""
 
     model_type: str | None = None
     hidden_size: int
     num_hidden_layers: int
     vocab_size: int
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
     name_or_path: str | None = None
+    name: str | None = Field(None, description="model_identity name of the base")
+    weights_hash: str | None = Field(None, description="models.weights_hash of the base as loaded (dtype below)")
+    dtype: str | None = Field(None, description="parameter dtype the hash was taken at (it depends on it)")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **identity: Any) -> BaseModelInfo:
+        """From a ``config.json`` dict (multimodal configs: their ``text_config``)."""
+        c = config.get("text_config") or config
+        try:
+            return cls(
+                model_type=c.get("model_type"),
+                hidden_size=c["hidden_size"],
+                num_hidden_layers=c["num_hidden_layers"],
+                vocab_size=c["vocab_size"],
+                num_attention_heads=c.get("num_attention_heads"),
+                num_key_value_heads=c.get("num_key_value_heads") or c.get("num_attention_heads"),
+                **identity,
+            )
+        except (KeyError, ValidationError) as e:
+            raise UserError(f"config.json: cannot read the base model's shapes ({e})") from None
 
     @classmethod
     def of(cls, model: Any) -> BaseModelInfo:
-        c = model.config.get_text_config()
-        return cls(
-            model_type=getattr(c, "model_type", None),
-            hidden_size=c.hidden_size,
-            num_hidden_layers=c.num_hidden_layers,
-            vocab_size=c.vocab_size,
-            name_or_path=getattr(model.config, "_name_or_path", None) or None,
+        """The loaded ``model``: its shapes and identity (the hash is cached on the model)."""
+        from sglang_stop.models import model_identity
+
+        name_or_path = getattr(model.config, "_name_or_path", None) or None
+        return cls.from_config(
+            model.config.get_text_config().to_dict(),
+            name_or_path=name_or_path,
+            dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+            **model_identity(model),
         )
+
+    def describe(self) -> str:
+        h = f"weights {self.weights_hash}" if self.weights_hash else "weights unknown"
+        return f"{self.name or self.name_or_path or 'an unnamed model'} ({h}{', ' + self.dtype if self.dtype else ''})"
+
+
+SHAPE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads",
+                "num_key_value_heads")
+
+
+def check_base_model(where: Path, recorded: BaseModelInfo | None, have: BaseModelInfo) -> None:
+    """Refuse a checkpoint made for another base (``where`` names the checkpoint's config file).
+
+    Shapes are compared field by field; the weights hash when both sides have one taken at the same
+    dtype (it depends on the dtype; otherwise, and for the authors' files, which record no base, one
+    ``warning:`` line says the base could not be verified). Shared by :func:`load_checkpoint` and
+    ``srt/convert.py``.
+    """
+    if recorded is None:
+        _warn(f"{where}: records no base model; cannot verify it was trained for {have.describe()}")
+        return
+    for field in SHAPE_FIELDS:
+        want, got = getattr(recorded, field), getattr(have, field)
+        if want is not None and got is not None and want != got:
+            raise UserError(
+                f"{where}: base_model.{field} is {want} but the loaded model has {got}: this checkpoint was trained "
+                f"for {recorded.describe()}, the loaded model is {have.describe()}"
+            )
+    if recorded.weights_hash is None:
+        _warn(f"{where}: records no base weights hash; cannot verify it was trained for {have.describe()}")
+    elif have.weights_hash is None:
+        _warn(f"{where}: the base's weights were not hashed; only its shapes were checked against "
+              f"{recorded.describe()}")
+    elif recorded.dtype != have.dtype:
+        _warn(f"{where}: base weights were hashed at {recorded.dtype}, the loaded model is {have.dtype}; "
+              f"cannot verify it was trained for {have.describe()}")
+    elif recorded.weights_hash != have.weights_hash:
+        raise UserError(
+            f"{where}: trained for base {recorded.describe()}, but the loaded model is {have.describe()}: "
+            f"same shapes, other weights; use the checkpoint made for this model"
+        )
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
 
 
 class AssessTokenConfig(BaseModel):
@@ -61,21 +138,46 @@ class AssessTokenConfig(BaseModel):
     tokenizer_dir: str = "tokenizer"
     embedding_path: str = "assess_token_embedding.pth"
     schema_version: int = CHECKPOINT_SCHEMA
-    mode: str = "adapter"
+    mode: Literal["adapter", "no_adapter"] = "adapter"
     base_model: BaseModelInfo | None = None
     training: dict[str, Any] = Field(default_factory=dict, description="recipe and validation metrics")
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Build a directory in a temp dir beside ``path``, then rename it over ``path``: readers never see
+    half of it. The result gets the umask's modes (mkdtemp makes 0700), like a plain ``mkdir``."""
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        dmode, fmode = default_dir_mode(), default_file_mode()
+        for sub in [tmp, *tmp.rglob("*")]:
+            os.chmod(sub, dmode if sub.is_dir() else fmode)
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_checkpoint(
     path: str | Path, net: StopNet, model: Any, tokenizer: Any = None, training: dict[str, Any] | None = None
 ) -> Path:
-    """Write to a temp dir beside ``path`` and rename over it: readers never see half a checkpoint."""
+    """Write the authors' layout plus our ``base_model`` block (shapes + identity), atomically."""
     from peft import LoraConfig
 
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    base = BaseModelInfo.of(model)
+    with atomic_dir(dest) as tmp:
         cfg = net.cfg
         special_id = -1
         if tokenizer is not None:
@@ -91,7 +193,7 @@ def save_checkpoint(
                 target_modules=sorted(cfg.target_modules),
                 bias="none",
                 task_type="CAUSAL_LM",
-                base_model_name_or_path=BaseModelInfo.of(model).name_or_path,
+                base_model_name_or_path=base.name_or_path,
             )
             lcfg.save_pretrained(str(tmp / "adapter"))
             tensors = {}
@@ -113,20 +215,10 @@ def save_checkpoint(
             special_token_id=special_id,
             num_assess_tokens=cfg.num_assess_tokens,
             mode=cfg.mode,
-            base_model=BaseModelInfo.of(model),
+            base_model=base,
             training=training or {},
         )
         (tmp / "assess_token_config.json").write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n")
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 
@@ -137,6 +229,7 @@ def _copy_tokenizer(tokenizer: Any) -> Any:
 
 
 def read_config(path: str | Path) -> AssessTokenConfig:
+    """``assess_token_config.json`` of checkpoint ``path``, validated (one UserError line otherwise)."""
     p = Path(path)
     f = p / "assess_token_config.json"
     if not p.is_dir():
@@ -144,10 +237,11 @@ def read_config(path: str | Path) -> AssessTokenConfig:
     if not f.is_file():
         raise UserError(f"{f}: missing (not a STOP checkpoint directory)")
     try:
-        return AssessTokenConfig.model_validate_json(f.read_text())
+        return AssessTokenConfig.model_validate_json(f.read_bytes())
     except ValidationError as e:
         err = e.errors()[0]
-        raise UserError(f"{f}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        loc = ".".join(map(str, err["loc"]))
+        raise UserError(f"{f}: {loc + ': ' if loc else ''}{err['msg']}") from None
 
 
 def _adapter_dir(p: Path) -> Path | None:
@@ -157,71 +251,127 @@ def _adapter_dir(p: Path) -> Path | None:
     return None
 
 
+def load_tensors(path: Path) -> Any:
+    """A ``.safetensors`` or torch file's contents; truncated or garbage files are a UserError naming it."""
+    if not path.is_file():
+        raise UserError(f"{path}: missing from the STOP checkpoint")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle, zip, safetensors and OS errors all mean "unreadable"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{path}: not a readable {'safetensors' if path.suffix == '.safetensors' else 'torch'} "
+                        f"file ({first})") from None
+
+
+def _tensor(obj: Any, key: str | None, path: Path, what: str) -> torch.Tensor:
+    t = obj.get(key) if key is not None and isinstance(obj, dict) else obj
+    if not isinstance(t, torch.Tensor):
+        raise UserError(f"{path}: expected {what}, found {type(t).__name__}")
+    return t
+
+
+def read_head(path: Path, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``classifier_head.pth``: (weight [2, hidden], bias [2]) of the Linear(hidden, 2) head."""
+    obj = load_tensors(path)
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a Linear(hidden, 2) state dict, found {type(obj).__name__}")
+    w = _tensor(obj, "weight", path, "a 'weight' tensor")
+    b = obj.get("bias", torch.zeros(2))
+    b = _tensor(b, None, path, "a 'bias' tensor")
+    if tuple(w.shape) != (2, hidden) or tuple(b.shape) != (2,):
+        raise UserError(f"{path}: head weight {tuple(w.shape)} / bias {tuple(b.shape)}, expected (2, {hidden}) / (2,) "
+                        f"for the base's hidden size {hidden}")
+    return w.float(), b.float()
+
+
+def read_stop_vector(path: Path, hidden: int) -> torch.Tensor:
+    """The learned [STOP] input embedding (``assess_token_embedding.pth``), ``[hidden]``."""
+    obj = load_tensors(path)
+    vec = _tensor(obj, "input_embedding", path, "a tensor or a dict with an 'input_embedding' tensor")
+    if vec.numel() != hidden:
+        raise UserError(f"{path}: [STOP] vector has {vec.numel()} values, the base's hidden size is {hidden}")
+    return vec.float().reshape(-1)
+
+
+def read_adapter_config(ad: Path) -> dict[str, Any]:
+    """``adapter_config.json`` with the keys we use checked (rank, alpha, listed target modules)."""
+    f = ad / "adapter_config.json"
+    try:
+        acfg = json.loads(f.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(acfg, dict):
+        raise UserError(f"{f}: expected a JSON object")
+    for key in ("r", "lora_alpha"):
+        v = acfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise UserError(f"{f}: {key}: expected a positive number, got {v!r}")
+    targets = acfg.get("target_modules")
+    if isinstance(targets, str):
+        raise UserError(f"{f}: target_modules as a regex is not supported; list names")
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise UserError(f"{f}: target_modules: expected a list of module names, got {targets!r}")
+    return acfg
+
+
+def adapter_weights(ad: Path) -> dict[str, torch.Tensor]:
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (ad / name).is_file():
+            obj = load_tensors(ad / name)
+            if not isinstance(obj, dict):
+                raise UserError(f"{ad / name}: expected a dict of tensors, found {type(obj).__name__}")
+            return obj
+    raise UserError(f"{ad}: no adapter_model.safetensors or adapter_model.bin")
+
+
 def load_checkpoint(path: str | Path, model: Any) -> StopNet:
-    """Load onto ``model``'s device; a checkpoint for another base model is a :class:`UserError`."""
+    """Load onto ``model``'s device. Every file is read and checked (base model identity and shapes,
+    readable tensors of the right shapes) before anything is built; any fault is one UserError."""
     p = Path(path)
     meta = read_config(p)
     have = BaseModelInfo.of(model)
-    if meta.base_model is not None:
-        for field in ("hidden_size", "num_hidden_layers", "vocab_size"):
-            want, got = getattr(meta.base_model, field), getattr(have, field)
-            if want != got:
-                raise UserError(
-                    f"{p / 'assess_token_config.json'}: base_model.{field} is {want} but the loaded model has {got}: "
-                    f"this checkpoint was trained for {meta.base_model.name_or_path or 'another model'}"
-                )
-    head_f = p / "classifier_head.pth"
-    emb_f = p / meta.embedding_path
-    for f in (head_f, emb_f):
-        if not f.is_file():
-            raise UserError(f"{f}: missing from the STOP checkpoint")
-    head = torch.load(head_f, map_location="cpu", weights_only=True)
-    emb_obj = torch.load(emb_f, map_location="cpu", weights_only=True)
-    emb = emb_obj["input_embedding"] if isinstance(emb_obj, dict) else emb_obj
-    if head["weight"].shape[1] != have.hidden_size or emb.numel() != have.hidden_size:
-        raise UserError(
-            f"{head_f}: hidden size {head['weight'].shape[1]} does not match the loaded model's {have.hidden_size}"
-        )
+    check_base_model(p / "assess_token_config.json", meta.base_model, have)
+    head_w, head_b = read_head(p / "classifier_head.pth", have.hidden_size)
+    emb = read_stop_vector(p / meta.embedding_path, have.hidden_size)
     cfg_kwargs: dict[str, Any] = {"num_assess_tokens": meta.num_assess_tokens, "mode": meta.mode}
     lora_state: dict[str, torch.Tensor] = {}
+    ad = _adapter_dir(p)
     if meta.mode == "adapter":
-        ad = _adapter_dir(p)
         if ad is None:
             raise UserError(f"{p / 'adapter'}: missing adapter_config.json (peft adapter)")
-        acfg = json.loads((ad / "adapter_config.json").read_text())
-        targets = acfg.get("target_modules")
-        if isinstance(targets, str):
-            raise UserError(f"{ad / 'adapter_config.json'}: target_modules as a regex is not supported; list names")
-        cfg_kwargs.update(
-            lora_r=acfg["r"], lora_alpha=acfg["lora_alpha"], lora_dropout=acfg.get("lora_dropout", 0.0), target_modules=targets
-        )
-        if (ad / "adapter_model.safetensors").is_file():
-            lora_state = load_file(str(ad / "adapter_model.safetensors"))
-        elif (ad / "adapter_model.bin").is_file():
-            lora_state = torch.load(ad / "adapter_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise UserError(f"{ad}: no adapter_model.safetensors or adapter_model.bin")
-    net = StopNet(StopNetConfig(**cfg_kwargs), model)
+        acfg = read_adapter_config(ad)
+        cfg_kwargs.update(lora_r=int(acfg["r"]), lora_alpha=float(acfg["lora_alpha"]),
+                          lora_dropout=acfg.get("lora_dropout") or 0.0, target_modules=acfg["target_modules"])
+        lora_state = adapter_weights(ad)
+    try:
+        net = StopNet(StopNetConfig(**cfg_kwargs), model)
+    except (ValueError, ValidationError) as e:  # no Linear matches target_modules; a bad rank/dropout
+        raise UserError(f"{ad or p}: {str(e).splitlines()[0]}") from None
     with torch.no_grad():
-        net.head.load_state_dict({k: v.float() for k, v in head.items()})
-        net.assess_embedding.copy_(emb.float().view(-1))
-        if meta.mode == "adapter":
-            for i, name in enumerate(net.module_names):
-                try:
-                    a = lora_state[f"{PEFT_PREFIX}{name}.lora_A.weight"]
-                    b = lora_state[f"{PEFT_PREFIX}{name}.lora_B.weight"]
-                except KeyError:
-                    raise UserError(
-                        f"{ad}: no LoRA weights for layer {name!r}: the adapter was trained on another architecture"
-                    ) from None
-                if a.shape != net.lora_A[i].shape or b.shape != net.lora_B[i].shape:
-                    raise UserError(f"{ad}: LoRA shape mismatch at {name!r} ({tuple(a.shape)} vs {tuple(net.lora_A[i].shape)})")
-                net.lora_A[i].copy_(a.float())
-                net.lora_B[i].copy_(b.float())
-            extra = {k for k in lora_state if "lora_" in k} - {
-                f"{PEFT_PREFIX}{n}.lora_{x}.weight" for n in net.module_names for x in "AB"
-            }
-            if extra:
-                raise UserError(f"{ad}: LoRA weights for layers the model lacks, e.g. {sorted(extra)[0]!r}")
+        net.head.weight.copy_(head_w)
+        net.head.bias.copy_(head_b)
+        net.assess_embedding.copy_(emb)
+        for i, name in enumerate(net.module_names):
+            try:
+                a = lora_state[f"{PEFT_PREFIX}{name}.lora_A.weight"]
+                b = lora_state[f"{PEFT_PREFIX}{name}.lora_B.weight"]
+            except KeyError:
+                raise UserError(
+                    f"{ad}: no LoRA weights for layer {name!r}: the adapter was trained on another architecture"
+                ) from None
+            if a.shape != net.lora_A[i].shape or b.shape != net.lora_B[i].shape:
+                raise UserError(
+                    f"{ad}: LoRA shape mismatch at {name!r}: A {tuple(a.shape)}, B {tuple(b.shape)}, expected "
+                    f"A {tuple(net.lora_A[i].shape)}, B {tuple(net.lora_B[i].shape)} (rank {net.cfg.lora_r})"
+                )
+            net.lora_A[i].copy_(a.float())
+            net.lora_B[i].copy_(b.float())
+        extra = {k for k in lora_state if "lora_" in k} - {
+            f"{PEFT_PREFIX}{n}.lora_{x}.weight" for n in net.module_names for x in "AB"
+        }
+        if extra:
+            raise UserError(f"{ad}: LoRA weights for layers the model lacks, e.g. {sorted(extra)[0]!r}")
     dev = next(model.parameters()).device
     return net.to(dev).eval()
