@@ -82,9 +82,10 @@ class RunStats(BaseModel):
 
 
 class PairedDiff(BaseModel):
-    """Accuracy of ``label`` minus the first run's, on the problems both hold, with a paired interval."""
+    """Accuracy of ``run`` minus the first run's (``baseline``), on the problems both hold, with a paired
+    interval; runs are named by file."""
 
-    label: str
+    run: str
     baseline: str
     problems: int
     diff: float
@@ -223,15 +224,15 @@ def run_stats(run: Run, label: str, name: str, boot: int, seed: int) -> RunStats
     )
 
 
-def paired_diff(base: Run, other: Run, labels: tuple[str, str], boot: int, seed: int) -> PairedDiff | None:
+def paired_diff(base: Run, other: Run, names: tuple[str, str], boot: int, seed: int) -> PairedDiff | None:
     """``other`` minus ``base`` on their common problems, resampled together; None when none shared.
-    ``labels`` = (base's name, other's name)."""
+    ``names`` = (base's, other's)."""
     ids = sorted({r.problem_id for r in base.results} & {r.problem_id for r in other.results})
     if not ids:
         return None
     delta = _correct_vector(other, ids) - _correct_vector(base, ids)
     lo, hi = _percentiles(delta[_resamples(len(ids), boot, seed)].mean(axis=1))
-    return PairedDiff(label=labels[1], baseline=labels[0], problems=len(ids), diff=float(delta.mean()),
+    return PairedDiff(run=names[1], baseline=names[0], problems=len(ids), diff=float(delta.mean()),
                       ci_low=lo, ci_high=hi)
 
 
@@ -304,11 +305,12 @@ def format_report(rep: Report) -> str:
         blocks.append(table(rows, [False, False, True, False, True, True, False, True, True, True]))
     if rep.paired:
         rows = [["run", "vs", "problems", "accuracy diff", "paired 95% CI"]] + [
-            [d.label, d.baseline, str(d.problems), f"{d.diff:+.3f}", f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]"]
+            [d.run, d.baseline, str(d.problems), f"{d.diff:+.3f}", f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]"]
             for d in rep.paired
         ]
         blocks.append(table(rows, [False, False, True, True, False]))
-    blocks.append(f"(bootstrap: {rep.boot} paired resamples over problems, seed {rep.seed})")
+    paired = ", the same problems for every run (paired)" if len(rep.runs) > 1 else ""
+    blocks.append(f"(95% intervals: {rep.boot} bootstrap resamples over problems{paired}, seed {rep.seed})")
     return "\n\n".join(blocks)
 
 
