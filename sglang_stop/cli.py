@@ -144,7 +144,7 @@ def run(
                         max_new_tokens=max_new_tokens, checkpoint=checkpoint, scorer_options=scorer_options)
     _set_threads(threads)
     req = RunRequest(cfg=cfg, task=task, problems=problems, concurrency=concurrency, out=out, resume=resume,
-                     server=server, question=question, progress=not as_json)
+                     server=server, question=question, progress=True)
     summary, text = execute_run(req)
     click.echo(summary.model_dump_json() if as_json else text)
 
@@ -171,10 +171,7 @@ def calibrate(
     from sglang_stop.calibrate import collect
     from sglang_stop.runner import make_backend
 
-    try:
-        lens = [int(x) for x in prefix_lens.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--prefix-lens: expected comma-separated integers, got {prefix_lens!r}") from None
+    lens = _int_list("--prefix-lens", prefix_lens)
     cfg = _build_config(config, seed=seed, model=model, max_new_tokens=max_new_tokens)
     names = [x.strip() for x in scorer_names.split(",") if x.strip()]
     from sglang_stop.scorers import scorer_class
@@ -187,7 +184,7 @@ def calibrate(
     backend = make_backend(cfg.model)
     try:
         added = collect(backend, tsk, probs, cfg, out=out, n_max=n_max, prefix_lens=lens, scorers=opts,
-                        model_id=backend.get_model_name(), concurrency=concurrency, progress=not as_json)
+                        model_id=backend.get_model_name(), concurrency=concurrency, progress=True)
     finally:
         backend.shutdown()
     msg = {"out": out, "added": added, "problems": len(probs)}
@@ -219,10 +216,12 @@ def bench_pipeline(
     backend = make_backend(cfg.model)
     try:
         res = run_pipeline_bench(backend, tsk, probs, cfg, prefix_len=lp, keep=k, scorer=cfg.scorer.name,
-                                 concurrency=concurrency, progress=not as_json)
+                                 concurrency=concurrency, progress=True)
     finally:
         backend.shutdown()
-    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+    from sglang_stop.bench.pipeline import pipeline_text
+
+    click.echo(res.model_dump_json() if as_json else pipeline_text(res))
 
 
 @bench.command("decode")
@@ -236,13 +235,15 @@ def bench_decode(model: str | None, branches: str, tokens: int, as_json: bool) -
     from sglang_stop.config import ModelSpec
     from sglang_stop.runner import make_backend
 
-    sizes = [int(x) for x in branches.split(",")]
+    sizes = _int_list("--branches", branches)
     backend = make_backend(ModelSpec(path=model))
     try:
         res = run_decode_bench(backend, "Count slowly from one to fifty:", sizes, tokens)
     finally:
         backend.shutdown()
-    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+    from sglang_stop.bench.decode import decode_text
+
+    click.echo(res.model_dump_json() if as_json else decode_text(res))
 
 
 @bench.command("scoring")
@@ -262,11 +263,13 @@ def bench_scoring(model: str | None, prefix_lens: str, k: int, batch: int, lora_
     from sglang_stop.models import load_model
 
     _set_threads(threads)
-    lens = [int(x) for x in prefix_lens.split(",")]
+    lens = _int_list("--prefix-lens", prefix_lens)
     m, _ = load_model(model)
     res = run_scoring_bench(m, model or "smollm2-135m-instruct", lens, k=k, batch=batch, lora_r=lora_r,
                             repeats=repeats, checkpoint=checkpoint)
-    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+    from sglang_stop.bench.scoring import scoring_text
+
+    click.echo(res.model_dump_json() if as_json else scoring_text(res))
 
 
 TESTBED_MODEL = Path(__file__).parent / "assets" / "testbed"
@@ -316,10 +319,23 @@ def bench_compare(model: str | None, task: str | None, problems: int, n: int, pr
     backend = make_backend(ModelSpec(path=model_dir))
     try:
         res = run_compare_bench(backend, tsk, probs, base, scorers=opts, prefix_len=prefix_len, keep=keep,
-                                concurrency=concurrency, seed=seed, progress=not as_json)
+                                concurrency=concurrency, seed=seed, progress=True)
     finally:
         backend.shutdown()
-    click.echo(res.model_dump_json() if as_json else res.model_dump_json(indent=2))
+    from sglang_stop.bench.compare import compare_text
+
+    click.echo(res.model_dump_json() if as_json else compare_text(res))
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    """``"16,32,64"`` -> [16, 32, 64]; each must be a positive integer."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated positive integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise UserError(f"{flag}: expected comma-separated positive integers, got {text!r}")
+    return vals
 
 
 def _json_object(flag: str, raw: str) -> dict[str, Any]:

@@ -71,7 +71,8 @@ def run_compare_bench(
     for name, opts in scorers.items():
         stages = [] if name == "none" else [{"prefix_len": prefix_len, "keep": keep}]
         cfg = RuntimeConfig.model_validate({**base.model_dump(), "stages": stages, "scorer": {"name": name, "options": opts}})
-        results, summary = run_problems(backend, task, problems, cfg, concurrency=concurrency, progress=progress)
+        results, summary = run_problems(backend, task, problems, cfg, concurrency=concurrency, progress=progress,
+                                        progress_desc=f"scorer {name}")
         correct[name] = [r.correct for r in results]
         lo, hi = bootstrap_ci(correct[name], boot, seed)
         out[name] = ScorerResult(
@@ -85,3 +86,14 @@ def run_compare_bench(
         task=task.spec, model=backend.get_model_name(), problems=len(problems), n=base.n, prefix_len=prefix_len,
         keep=keep, boot=boot, scorers=out, p_stop_better=wins,
     )
+
+
+def compare_text(b: CompareBench) -> str:
+    """One row per scorer: accuracy with its bootstrap interval, tokens, and P(STOP better)."""
+    from sglang_stop.tables import table
+
+    head = (f"bench compare: {b.problems} problems of {b.task} on {b.model}; n={b.n}, prune at {b.prefix_len} "
+            f"keep {b.keep}; 95% bootstrap intervals ({b.boot} resamples)")
+    rows = [[name, r.accuracy, f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", round(r.tokens, 1), r.path_accuracy,
+             b.p_stop_better.get(name)] for name, r in b.scorers.items()]
+    return head + "\n" + table(["scorer", "accuracy", "95% CI", "tokens/problem", "per path", "P(stop better)"], rows)

@@ -45,3 +45,12 @@ def run_decode_bench(backend: Any, prompt: str, branches: list[int], max_tokens:
         branches=branches, tokens=toks, wall_s=walls, tokens_per_s=tps,
         speedup_vs_1=[x / tps[0] for x in tps], max_batch_seen=backend.max_batch_seen,
     )
+
+
+def decode_text(b: DecodeBench) -> str:
+    from sglang_stop.tables import table
+
+    rows = [[n, t, round(w, 2), round(tps, 1), round(sp, 2)]
+            for n, t, w, tps, sp in zip(b.branches, b.tokens, b.wall_s, b.tokens_per_s, b.speedup_vs_1)]
+    return (f"bench decode (largest decode batch seen: {b.max_batch_seen})\n"
+            + table(["branches", "tokens", "wall s", "tokens/s", "vs 1 branch"], rows))

@@ -83,8 +83,11 @@ def run_pipeline_bench(
     run_problems(backend, task, problems[:1], variant(stages=[], scorer={"name": "none"}, n=2), concurrency=1)
 
     def both(conc: int) -> tuple[tuple[list[ProblemResult], RunSummary], tuple[list[ProblemResult], RunSummary]]:
-        u = run_problems(backend, task, problems, unpruned_cfg, concurrency=conc, progress=progress)
-        p = run_problems(backend, task, problems, pruned_cfg, concurrency=conc, progress=progress)
+        how = "1 at a time" if conc == 1 else f"{conc} at a time"
+        u = run_problems(backend, task, problems, unpruned_cfg, concurrency=conc, progress=progress,
+                         progress_desc=f"unpruned, {how}")
+        p = run_problems(backend, task, problems, pruned_cfg, concurrency=conc, progress=progress,
+                         progress_desc=f"pruned, {how}")
         return u, p
 
     (u_res, u_sum), (p_res, p_sum) = both(1)
@@ -113,3 +116,22 @@ def run_pipeline_bench(
         out.wall_pruned_batched_s = pb.wall_s
         out.wall_ratio_batched = pb.wall_s / max(1e-9, ub.wall_s)
     return out
+
+
+def pipeline_text(b: PipelineBench) -> str:
+    """The human-readable form: pruned vs unpruned side by side, then the ratios."""
+    from sglang_stop.tables import key_values, table
+
+    head = f"bench pipeline: {b.problems} problems, n={b.n}, prune at {b.prefix_len} keep {b.keep}, scorer {b.scorer}"
+    rows = [
+        ["unpruned", b.accuracy_unpruned, b.tokens_unpruned, b.wall_unpruned_s, b.wall_unpruned_batched_s],
+        ["pruned", b.accuracy_pruned, b.tokens_pruned, b.wall_pruned_s, b.wall_pruned_batched_s],
+    ]
+    t = table(["run", "accuracy", "tokens", "wall s (1 at a time)", f"wall s ({b.concurrency} at a time)"], rows)
+    ratios = key_values([
+        ("tokens ratio (measured)", b.tokens_ratio),
+        ("tokens ratio (cost model)", b.predicted_tokens_ratio),
+        ("wall ratio (1 at a time)", b.wall_ratio),
+        (f"wall ratio ({b.concurrency} at a time)", b.wall_ratio_batched),
+    ])
+    return f"{head}\n{t}\n\n{ratios}"

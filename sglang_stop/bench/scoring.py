@@ -86,3 +86,13 @@ def run_scoring_bench(
         )
     return ScoringBench(model=model_name, k=net.cfg.num_assess_tokens, batch=batch, lora_r=net.cfg.lora_r,
                         repeats=repeats, rows=rows)
+
+
+def scoring_text(b: ScoringBench) -> str:
+    """Each prefix length: STOP over the cached KV vs re-encoding, and the k/Lp floor of that ratio."""
+    from sglang_stop.tables import table
+
+    rows = [[r.prefix_len, r.reuse_s * 1000, r.reencode_s * 1000, r.ratio, b.k / r.prefix_len, r.max_abs_diff]
+            for r in b.rows]
+    return (f"bench scoring: {b.model}, k={b.k}, batch {b.batch}, best of {b.repeats}\n"
+            + table(["prefix", "reuse ms", "re-encode ms", "ratio", "floor k/Lp", "max |diff|"], rows))
