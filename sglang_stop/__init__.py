@@ -3,3 +3,15 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``sglang_stop.solve``: imported on first use, so ``import sglang_stop`` stays cheap."""
+    if name in ("solve", "SolveResult"):
+        from sglang_stop import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sglang_stop' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "solve", "SolveResult"]

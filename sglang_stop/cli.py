@@ -168,7 +168,7 @@ def calibrate(
     scorer_names: str, out: str,
 ) -> None:
     """Record every scorer at several prune points on unpruned paths: the advisor's calibration set."""
-    from sglang_stop.calibrate import collect
+    from sglang_stop.calibrate import collect, preflight
     from sglang_stop.runner import make_backend
 
     lens = _int_list("--prefix-lens", prefix_lens)
@@ -181,6 +181,7 @@ def calibrate(
     opts = {name: (cfg.scorer.options if cfg.scorer.name == name else {}) for name in names}
     _set_threads(threads)
     tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
+    lens = preflight(cfg, tsk, out=out, n_max=n_max, prefix_lens=lens, scorers=opts)
     backend = make_backend(cfg.model)
     try:
         added = collect(backend, tsk, probs, cfg, out=out, n_max=n_max, prefix_lens=lens, scorers=opts,
@@ -359,14 +360,16 @@ def _parse_scorer_options(items: tuple[str, ...], names: list[str]) -> dict[str,
     return out
 
 
-def _add_training_commands() -> None:
+def _add_commands() -> None:
+    from sglang_stop.report_cli import report_cmd
     from sglang_stop.training.cli import label_cmd, train_cmd
 
     cli.add_command(label_cmd, "label")
     cli.add_command(train_cmd, "train")
+    cli.add_command(report_cmd, "report")
 
 
-_add_training_commands()
+_add_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -61,10 +61,10 @@ def run_cli_group(group: click.Command, argv: list[str] | None = None) -> None:
         click.echo(str(e), err=True)
         code = EXIT_CODES.get(e.signal_name, 130)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("interrupted by SIGINT before any result was made", err=True)
+        click.echo("interrupted by SIGINT (appended records are kept: rerun the same command to resume)", err=True)
         code = 130
     except _Terminated:
-        click.echo("interrupted by SIGTERM before any result was made", err=True)
+        click.echo("interrupted by SIGTERM (appended records are kept: rerun the same command to resume)", err=True)
         code = 143
     except BrokenPipeError:
         code = 1
