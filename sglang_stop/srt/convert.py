@@ -18,15 +18,20 @@ Output directory (what ``--lora-paths stop=DIR`` points at)::
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from sglang_stop.errors import UserError
+
+if TYPE_CHECKING:
+    from sglang_stop.training.checkpoint import BaseModelInfo
 
 FORMAT = "sglang-stop-adapter/1"
 STOP_SUBDIR = "stop"
@@ -122,6 +127,34 @@ def _stop_vector(ckpt: Path) -> torch.Tensor:
     return vec.float().reshape(-1)
 
 
+def check_base(ckpt: Path, base: Path, *, check_weights: bool = True) -> BaseModelInfo:
+    """The base's shapes (and, when the checkpoint records a weights hash and ``check_weights``, its
+    identity: the base is loaded on CPU at the recorded dtype and hashed) checked against the checkpoint's
+    ``base_model`` with the loader's own :func:`check_base_model`. Returns what was read of the base."""
+    from sglang_stop.training.checkpoint import BaseModelInfo, check_base_model, read_config
+
+    f = base / "config.json"
+    if not f.is_file():
+        raise UserError(f"{base}: not a Hugging Face model directory (no config.json)")
+    try:
+        bcfg = json.loads(f.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(bcfg, dict):
+        raise UserError(f"{f}: expected a JSON object")
+    recorded = read_config(ckpt).base_model if (ckpt / "assess_token_config.json").is_file() else None
+    if check_weights and recorded is not None and recorded.weights_hash:
+        from sglang_stop.models import load_model
+
+        model, _ = load_model(base, device="cpu", dtype=recorded.dtype or "float32")
+        have = BaseModelInfo.of(model)
+        del model
+    else:
+        have = BaseModelInfo.from_config(bcfg, name=base.name, name_or_path=str(base))
+    check_base_model(ckpt / "assess_token_config.json", recorded, have)
+    return have
+
+
 def convert_checkpoint(
     ckpt_dir: str | Path,
     base_model_dir: str | Path,
@@ -129,11 +162,16 @@ def convert_checkpoint(
     *,
     stop_token_id: int | None = None,
     num_stop_tokens: int | None = None,
+    check_weights: bool = True,
 ) -> StopAdapterConfig:
-    """Write the SGLang adapter for ``ckpt_dir`` (authors' layout) on base ``base_model_dir`` to ``out_dir``."""
+    """Write the SGLang adapter for ``ckpt_dir`` (authors' layout) on base ``base_model_dir`` to ``out_dir``.
+
+    The base is checked as the in-process loader checks it (``check_base``) before anything is written.
+    """
     from safetensors.torch import save_file
 
     ckpt, base, out = Path(ckpt_dir), Path(base_model_dir), Path(out_dir)
+    have = check_base(ckpt, base, check_weights=check_weights)
     adir = _adapter_dir(ckpt)
     acfg = json.loads((adir / "adapter_config.json").read_text())
     if acfg.get("use_dora") or acfg.get("rank_pattern") or acfg.get("alpha_pattern"):
@@ -147,9 +185,7 @@ def convert_checkpoint(
             if "lora_B" in k:
                 weights[k] = weights[k] * (true_scaling / sglang_scaling)
 
-    bcfg = json.loads((base / "config.json").read_text())
-    bcfg = bcfg.get("text_config", bcfg)
-    vocab, hidden = int(bcfg["vocab_size"]), int(bcfg["hidden_size"])
+    vocab, hidden = have.vocab_size, have.hidden_size
     vec = _stop_vector(ckpt)
     if vec.numel() != hidden:
         raise UserError(f"{ckpt}: [STOP] vector has {vec.numel()} dims, base model hidden_size is {hidden}")
@@ -202,11 +238,16 @@ def convert_checkpoint(
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error policy: one ``error: ...`` line, exit 2 (no usage dump)."""
 
-    ap = argparse.ArgumentParser(
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _Parser(
         prog="python -m sglang_stop.srt.convert",
         description="Convert a STOP checkpoint into an adapter for `--lora-paths stop=OUT` on an SGLang server.",
     )
@@ -215,14 +256,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="output adapter dir")
     ap.add_argument("--stop-token-id", type=int, default=None, help="reserved id (default: last padded row)")
     ap.add_argument("--num-stop-tokens", type=int, default=None, help="k (default: from assess_token_config.json)")
+    ap.add_argument("--no-weights-check", action="store_true",
+                    help="check the base's shapes only, not its weights hash (skips loading the base on CPU)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (the adapter's stop config) on stdout")
     a = ap.parse_args(argv)
+    if a.num_stop_tokens is not None and a.num_stop_tokens < 1:
+        ap.error(f"--num-stop-tokens: must be >= 1, got {a.num_stop_tokens}")
     try:
         cfg = convert_checkpoint(a.checkpoint, a.base_model, a.out, stop_token_id=a.stop_token_id,
-                                 num_stop_tokens=a.num_stop_tokens)
+                                 num_stop_tokens=a.num_stop_tokens, check_weights=not a.no_weights_check)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {a.out}: stop_token_id={cfg.stop_token_id} k={cfg.num_stop_tokens}")
+    if a.json:
+        print(json.dumps({"out": str(a.out), **cfg.model_dump(mode="json")}))
+    else:
+        print(f"wrote {a.out}: stop_token_id={cfg.stop_token_id} k={cfg.num_stop_tokens}")
     return 0
 
 

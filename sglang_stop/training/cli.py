@@ -1,17 +1,28 @@
-"""Click commands ``label`` and ``train`` (the main ``sglang-stop`` CLI adds them to its group)."""
+"""Click commands ``label`` and ``train`` (the main ``sglang-stop`` CLI adds them to its group).
+
+Every flag, file and resumed labels file is checked before the model loads; a bad one is a
+UserError (one ``error:`` line, exit 2, printed by the group). ``--json`` prints one JSON object on
+stdout; progress bars (labelled) and per-epoch lines go to stderr then.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from sglang_stop.errors import UserError
 
+POSITIVE = click.IntRange(min=1)
 
-def _load_model(path: str | None, threads: int):
+
+def _load_model(path: str | None, threads: int) -> tuple[Any, Any]:
     """The runtime's loader (None = the embedded default), fp32 on CPU, with ``threads`` torch threads."""
     import torch
 
@@ -21,18 +32,36 @@ def _load_model(path: str | None, threads: int):
     return load_model(path, device="cpu", dtype="float32")
 
 
-def _problems(task, problems_jsonl: str | None, n: int, seed: int, split: str) -> list[dict]:
+def _read_problems_jsonl(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--problems-jsonl: {p}: file not found")
+    rows = []
+    for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}:{i}: invalid JSON: {e.msg}") from None
+        if not isinstance(r, dict):
+            raise UserError(f"{p}:{i}: expected an object {{id, question, answer}}")
+        missing = {"id", "question", "answer"} - set(r)
+        if missing:
+            raise UserError(f"{p}:{i}: missing {sorted(missing)}")
+        rows.append(r)
+    if not rows:
+        raise UserError(f"--problems-jsonl: {p}: no problems")
+    return rows
+
+
+def _problems(task: Any, problems_jsonl: str | None, n: int, seed: int, split: str) -> list[dict]:
     """Problems as ``{id, question, answer, problem}`` dicts (``problem``: the task's ``Problem``, which
     its scoring takes); the testbed draws from ``split`` (label/eval)."""
     from sglang_stop.tasks import Problem
 
     if problems_jsonl:
-        rows = [json.loads(line) for line in Path(problems_jsonl).read_text().splitlines() if line.strip()]
-        for i, r in enumerate(rows, 1):
-            missing = {"id", "question", "answer"} - set(r)
-            if missing:
-                raise UserError(f"{problems_jsonl}:{i}: missing {sorted(missing)}")
-        rows = rows[:n]
+        rows = _read_problems_jsonl(problems_jsonl)[:n]
     elif task.spec == "testbed":
         from sglang_stop.testbed.data import make_problems
 
@@ -45,12 +74,39 @@ def _problems(task, problems_jsonl: str | None, n: int, seed: int, split: str) -
     ]
 
 
-def _run(fn, *args, **kw):
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+@contextmanager
+def _bar(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A labelled tqdm bar on stderr, driven by ``progress(done, total)`` callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
     try:
-        return fn(*args, **kw)
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        yield update
+    finally:
+        bar.close()
+
+
+def _finite(v: Any) -> Any:
+    """NaN/inf (an AUC with one class only) as null: the output must be valid JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    return v
+
+
+def _emit(as_json: bool, obj: dict[str, Any], human: str) -> None:
+    click.echo(json.dumps(_finite(obj), allow_nan=False) if as_json else human)
 
 
 @click.command("label")
@@ -58,97 +114,150 @@ def _run(fn, *args, **kw):
               help="HF model dir (default: the testbed model for --task testbed, else the embedded SmolLM2)")
 @click.option("--task", default="testbed", show_default=True, help="any `sglang-stop run --task` spec")
 @click.option("--problems-jsonl", default=None, help="problems {id, question, answer}, scored as --task")
-@click.option("--split", default="label", show_default=True, help="testbed split: label (STOP training) or eval")
-@click.option("--problems", "n", default=500, show_default=True)
+@click.option("--split", type=click.Choice(["label", "eval"]), default=None,
+              help="testbed split: label (STOP training; the default) or eval")
+@click.option("--problems", "n", type=POSITIVE, default=500, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("-P", "--prefixes", default=8, show_default=True)
-@click.option("-K", "--continuations", default=16, show_default=True)
-@click.option("--prefix-len", default=16, show_default=True, help="prune point in generated tokens")
-@click.option("--max-new-tokens", default=64, show_default=True)
-@click.option("--temperature", default=1.0, show_default=True)
-@click.option("--top-p", default=1.0, show_default=True)
-@click.option("--top-k", default=-1, show_default=True, help="-1: off")
-@click.option("--batch-size", default=512, show_default=True, help="sampler rows per generate call")
-@click.option("--problems-per-batch", default=32, show_default=True,
+@click.option("-P", "--prefixes", type=POSITIVE, default=8, show_default=True)
+@click.option("-K", "--continuations", type=POSITIVE, default=16, show_default=True)
+@click.option("--prefix-len", type=POSITIVE, default=16, show_default=True, help="prune point in generated tokens")
+@click.option("--max-new-tokens", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=1.0, show_default=True, help="0: greedy")
+@click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=1.0, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=-1), default=-1, show_default=True, help="-1: off")
+@click.option("--batch-size", type=POSITIVE, default=512, show_default=True, help="sampler rows per generate call")
+@click.option("--problems-per-batch", type=POSITIVE, default=32, show_default=True,
               help="problems whose P*K continuations are sampled together")
-@click.option("--threads", default=1, show_default=True)
+@click.option("--threads", type=POSITIVE, default=1, show_default=True)
 @click.option("--out", required=True, help="label JSONL (appended; existing pairs are skipped)")
-def label_cmd(model_dir, task, problems_jsonl, split, n, seed, prefixes, continuations, prefix_len, max_new_tokens,
-              temperature, top_p, top_k, batch_size, problems_per_batch, threads, out) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, split: str | None, n: int, seed: int,
+              prefixes: int, continuations: int, prefix_len: int, max_new_tokens: int, temperature: float,
+              top_p: float, top_k: int, batch_size: int, problems_per_batch: int, threads: int, out: str,
+              as_json: bool) -> None:
     """Monte Carlo labels: P prefixes x K continuations per problem -> s_mc records.
 
     Prompts are formatted and answers checked exactly as `sglang-stop run` does for the task
     (chat template, reasoning-gym's own scoring), so the prefixes are the runtime's prefixes.
+    Resuming onto a file made with other settings (K, P, prefix length, sampling, task, model) is refused.
     """
     from sglang_stop.config import RuntimeConfig
+    from sglang_stop.io import open_records
+    from sglang_stop.models import model_identity
     from sglang_stop.runner import format_prompt
     from sglang_stop.tasks import load_task
     from sglang_stop.testbed import asset_dir
     from sglang_stop.training.hf_sampler import HFSampler
-    from sglang_stop.training.labels import LabelJob, label_problems
+    from sglang_stop.training.labels import LabelJob, label_header, label_problems, load_labels
 
-    def go() -> None:
-        the_task = load_task(task)  # also scores --problems-jsonl rows
-        default_dir = str(asset_dir()) if the_task.spec == "testbed" else None
-        model, tok = _load_model(model_dir or default_dir, threads)
-        job = LabelJob(prefixes=prefixes, continuations=continuations, prefix_len=prefix_len,
-                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                       seed=seed, problems_per_batch=problems_per_batch)
-        probs = _problems(the_task, problems_jsonl, n, seed, split)
-        sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size)
-        cfg = RuntimeConfig()
+    if top_k == 0:
+        raise UserError("--top-k: 0 keeps no token; use -1 (off) or a count >= 1")
+    job = LabelJob(prefixes=prefixes, continuations=continuations, prefix_len=prefix_len,
+                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                   seed=seed, problems_per_batch=problems_per_batch)
+    the_task = load_task(task)  # also scores --problems-jsonl rows
+    testbed_split = the_task.spec == "testbed" and not problems_jsonl
+    if split is not None and not testbed_split:
+        _warn(f"--split {split}: ignored (it picks the testbed task's problems; "
+              f"{'--problems-jsonl gives them' if problems_jsonl else f'task is {the_task.spec!r}'})")
+    split = (split or "label") if testbed_split else None
+    settings = {"task": the_task.spec, "split": split, "problems_jsonl": problems_jsonl}
+    probs = _problems(the_task, problems_jsonl, n, seed, split or "label")
+    out_p = Path(out)
+    if out_p.is_dir():
+        raise UserError(f"--out: {out_p}: is a directory, expected a label JSONL file path")
+    if out_p.is_file() and out_p.stat().st_size > 0:  # resuming: settings checked now, the model once loaded
+        from sglang_stop.io import read_header
 
-        def encode(q: str) -> list[int]:  # what LocalBackend feeds the model for a fresh prompt
-            return list(tok(format_prompt(the_task, cfg, tok, q), add_special_tokens=True)["input_ids"])
+        old = read_header(out_p)
+        open_records(out_p, label_header(job, old.model if old else None, **settings)).close()
+    default_dir = str(asset_dir()) if the_task.spec == "testbed" else None
+    model, tok = _load_model(model_dir or default_dir, threads)
+    header = label_header(job, model_identity(model), **settings)
+    sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size)
+    cfg = RuntimeConfig()
 
+    def encode(q: str) -> list[int]:  # what LocalBackend feeds the model for a fresh prompt
+        return list(tok(format_prompt(the_task, cfg, tok, q), add_special_tokens=True)["input_ids"])
+
+    with _bar("label problems", "problem") as progress:
         written = label_problems(
-            probs, out, job, sampler,
+            probs, out_p, job, sampler,
             encode_prompt=encode,
             decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
             check=lambda p, text: the_task.check(p["problem"], text),
-            progress=lambda i, t: click.echo(f"{i}/{t} problems", err=True),
+            progress=progress,
+            header=header,
         )
-        click.echo(f"wrote {written} records to {out}")
-
-    _run(go)
+    total = len(load_labels(out_p))
+    _emit(as_json, {"out": str(out_p), "written": written, "records": total, "problems": len(probs)},
+          f"wrote {written} records to {out_p} ({total} in the file, {len(probs)} problems)")
 
 
 @click.command("train")
 @click.option("--model", "model_dir", default=None, help="HF base model dir (default: the embedded testbed model)")
 @click.option("--labels", required=True, multiple=True, help="label JSONL file(s)")
 @click.option("--out", required=True, help="checkpoint directory (written atomically)")
-@click.option("--k", "num_assess_tokens", default=4, show_default=True, help="[STOP] tokens")
-@click.option("--lora-r", default=16, show_default=True)
-@click.option("--lora-alpha", default=32.0, show_default=True)
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--weight-decay", default=0.0, show_default=True)
-@click.option("--lora-dropout", default=0.05, show_default=True)
-@click.option("--val-fraction", default=0.2, show_default=True)
+@click.option("--k", "num_assess_tokens", type=POSITIVE, default=4, show_default=True, help="[STOP] tokens")
+@click.option("--lora-r", type=POSITIVE, default=16, show_default=True)
+@click.option("--lora-alpha", type=click.FloatRange(min=0.0, min_open=True), default=32.0, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=10, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option("--lora-dropout", type=click.FloatRange(min=0.0, max=1.0, max_open=True), default=0.05,
+              show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True), default=0.2,
+              show_default=True)
 @click.option("--select", type=click.Choice(["mse", "within_auc"]), default="mse", show_default=True)
 @click.option("--hard-labels", is_flag=True, help="ablation: s_mc >= 0.5 one-hot targets")
 @click.option("--no-adapter", is_flag=True, help="ablation: linear probe on the base's last hidden state")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--threads", default=1, show_default=True)
-def train_cmd(model_dir, labels, out, num_assess_tokens, lora_r, lora_alpha, epochs, batch_size, lr, weight_decay,
-              lora_dropout, val_fraction, select, hard_labels, no_adapter, seed, threads) -> None:
+@click.option("--threads", type=POSITIVE, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout (epoch lines go to stderr)")
+def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_assess_tokens: int, lora_r: int,
+              lora_alpha: float, epochs: int, batch_size: int, lr: float, weight_decay: float, lora_dropout: float,
+              val_fraction: float, select: str, hard_labels: bool, no_adapter: bool, seed: int, threads: int,
+              as_json: bool) -> None:
     """Train a STOP checkpoint (keeps the best validation epoch)."""
+    from sglang_stop.io import read_header
+    from sglang_stop.models import model_identity
     from sglang_stop.testbed import asset_dir
     from sglang_stop.training.labels import load_labels
-    from sglang_stop.training.train import TrainConfig, train_stop
+    from sglang_stop.training.train import TrainConfig, checked_split, train_stop
 
-    def go() -> None:
-        model, tok = _load_model(model_dir or str(asset_dir()), threads)
-        records = [r for f in labels for r in load_labels(f)]
-        cfg = TrainConfig(num_assess_tokens=num_assess_tokens, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs,
-                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, lora_dropout=lora_dropout,
-                          val_fraction=val_fraction, select=select,
-                          hard_labels=hard_labels, no_adapter=no_adapter, seed=seed)
-        best = train_stop(model, records, cfg, out, tokenizer=tok, pad_id=tok.pad_token_id or 0)
-        click.echo(f"best epoch {best['epoch']}: " + json.dumps({k: v for k, v in best.items() if k != "epoch"}))
+    out_p = Path(out)
+    if out_p.exists() and not out_p.is_dir():
+        raise UserError(f"--out: {out_p}: exists and is not a directory")
+    if out_p.is_dir() and any(out_p.iterdir()) and not (out_p / "assess_token_config.json").is_file():
+        raise UserError(f"--out: {out_p}: a non-empty directory that is not a STOP checkpoint; it would be replaced, "
+                        "choose another path")
+    records = [r for f in labels for r in load_labels(f)]
+    checked_split(records, val_fraction)
+    if no_adapter and (lora_r, lora_alpha, lora_dropout) != (16, 32.0, 0.05):
+        _warn("--lora-r/--lora-alpha/--lora-dropout: ignored with --no-adapter (no LoRA is trained)")
+    cfg = TrainConfig(num_assess_tokens=num_assess_tokens, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, lora_dropout=lora_dropout,
+                      val_fraction=val_fraction, select=select,
+                      hard_labels=hard_labels, no_adapter=no_adapter, seed=seed)
+    model, tok = _load_model(model_dir or str(asset_dir()), threads)
+    ident = model_identity(model)
+    for f in labels:
+        h = read_header(f)
+        if h is not None and h.model.get("weights_hash") not in (None, ident["weights_hash"]):
+            raise UserError(f"{f}: labelled on model {json.dumps(h.model)}, the base to train on is {json.dumps(ident)}; "
+                            "STOP reads the base's own prefix KV, so label with this base")
 
-    _run(go)
+    def log(row: dict[str, Any]) -> None:
+        line = f"epoch {row['epoch']}: " + " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"
+        )
+        click.echo(line, err=as_json)
+
+    best = train_stop(model, records, cfg, out_p, tokenizer=tok, pad_id=tok.pad_token_id or 0, log=log, progress=True)
+    _emit(as_json, {"out": str(out_p), "records": len(records), "best": best},
+          f"wrote {out_p}: best epoch {best['epoch']}: "
+          + json.dumps({k: v for k, v in best.items() if k != "epoch"}))
 
 
 @click.group()
@@ -160,4 +269,6 @@ main.add_command(label_cmd)
 main.add_command(train_cmd)
 
 if __name__ == "__main__":
-    main()
+    from sglang_stop.cli_errors import run_cli_group
+
+    run_cli_group(main)

@@ -4,7 +4,10 @@ For each problem, P prefixes of ``prefix_len`` generated tokens are sampled, the
 of each; one :class:`LabelRecord` per prefix is appended (atomically, one line) to a JSONL file.
 Re-running skips (problem, prefix idx) pairs already there. Prefixes are seeded per problem, so a
 resumed run labels the same prefixes; continuations are sampled in batches across problems (one
-seed per batch), so theirs are fresh draws of the same distribution.
+seed per batch), so theirs are fresh draws of the same distribution. The file starts with a
+``RecordHeader(kind="labels")`` of the job's settings and the model's identity: resuming with another
+K, prefix length, sampling, task or model is refused naming the setting (``io.open_records``);
+older headerless files are still read (``load_labels``) but never extended.
 
 Sampling goes through a :data:`Sampler` callable ("continue these token ids"), so the in-process
 HF sampler used for the testbed can be swapped for the runtime backend without touching this file.
@@ -17,9 +20,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from sglang_stop.io import JsonlAppender, read_jsonl
+from sglang_stop.errors import UserError
+from sglang_stop.io import RecordHeader, open_records, read_jsonl
 from sglang_stop.training.hf_sampler import SampleParams
 
 LABEL_SCHEMA = 1
@@ -56,6 +60,24 @@ class LabelJob(BaseModel):
     seed: int = 0
     problems_per_batch: int = Field(8, ge=1, description="problems sampled together (one sampler call)")
 
+    @model_validator(mode="after")
+    def _prefix_inside_path(self) -> LabelJob:
+        if self.prefix_len >= self.max_new_tokens:
+            raise UserError(
+                f"--prefix-len {self.prefix_len} must be below --max-new-tokens {self.max_new_tokens} "
+                "(no tokens would be left to continue, so every prefix would be dropped)"
+            )
+        return self
+
+    def settings(self) -> dict[str, object]:
+        """What a resumed file must repeat: everything that changes a label (not the batching)."""
+        return self.model_dump(exclude={"problems_per_batch"})
+
+
+def label_header(job: LabelJob, model: dict[str, str] | None = None, **settings: object) -> RecordHeader:
+    """The labels file's header: the job's settings plus ``settings`` (task, split, ...) and the model."""
+    return RecordHeader(kind="labels", settings={**job.settings(), **settings}, model=model or {}, seed=job.seed)
+
 
 def _seed(job_seed: int, problem_id: str, stage: str) -> int:
     return int(hashlib.sha256(f"{job_seed}:{problem_id}:{stage}".encode()).hexdigest()[:8], 16)
@@ -77,18 +99,22 @@ def label_problems(
     decode: Callable[[list[int]], str],
     check: Callable[[dict, str], tuple[str | None, bool]],
     progress: Callable[[int, int], None] | None = None,
+    header: RecordHeader | None = None,
 ) -> int:
     """Append records for every missing (problem, prefix) pair; returns how many were written.
 
     ``check(problem, generated_text) -> (extracted answer, correct)`` is the task's own scoring
     (reasoning-gym's for its tasks). Prefixes that finish before ``prefix_len`` tokens are dropped
-    (nothing left to prune).
+    (nothing left to prune). ``header`` (default: the job's settings alone) must match an existing file's.
     """
+    app = open_records(out, header or label_header(job))  # refuses other settings, headerless files
     done = done_pairs(out)
     todo = [p for p in problems if any((p["id"], i) not in done for i in range(job.prefixes))]
     base = SampleParams(temperature=job.temperature, top_p=job.top_p, top_k=job.top_k, max_new_tokens=job.prefix_len)
     written = 0
-    with JsonlAppender(out) as app:
+    if progress is not None:
+        progress(0, len(todo))
+    with app:
         for s in range(0, len(todo), job.problems_per_batch):
             group = todo[s : s + job.problems_per_batch]
             prompts = {p["id"]: encode_prompt(p["question"]) for p in group}

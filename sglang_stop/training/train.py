@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
+from tqdm import tqdm
 
 from sglang_stop.backends.base import PrefixKV
 from sglang_stop.errors import UserError
@@ -55,6 +57,15 @@ def split_by_problem(records: Sequence[LabelRecord], val_fraction: float) -> tup
 
     train = [r for r in records if not is_val(r.problem_id)]
     val = [r for r in records if is_val(r.problem_id)]
+    return train, val
+
+
+def checked_split(records: Sequence[LabelRecord], val_fraction: float) -> tuple[list[LabelRecord], list[LabelRecord]]:
+    """:func:`split_by_problem`, refusing a split with an empty side (checked before the model loads)."""
+    train, val = split_by_problem(records, val_fraction)
+    if not train or not val:
+        raise UserError(f"--labels: {len(records)} records give {len(train)} train / {len(val)} validation "
+                        f"(split by problem, --val-fraction {val_fraction}); need both")
     return train, val
 
 
@@ -104,11 +115,11 @@ def train_stop(
     tokenizer: Any = None,
     log: Callable[[dict[str, Any]], None] = lambda d: print(json.dumps(d), flush=True),
     pad_id: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Returns the best epoch's validation metrics; the checkpoint is written to ``out``."""
-    train, val = split_by_problem(records, cfg.val_fraction)
-    if not train or not val:
-        raise UserError(f"labels: {len(records)} records give {len(train)} train / {len(val)} validation; need both")
+    """Returns the best epoch's validation metrics; the checkpoint is written to ``out``.
+    ``progress``: labelled tqdm bars on stderr (prefix encoding, each epoch's batches)."""
+    train, val = checked_split(records, cfg.val_fraction)
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()  # base stays in eval mode (no dropout): its prefix KV must match inference
@@ -129,13 +140,16 @@ def train_stop(
     t0 = time.time()
     kv_cache: dict[int, Any] = {}
     if cfg.cache_prefix_kv and not cfg.no_adapter:
-        kv_cache = {id(r): _prefix_kv(model, r.token_ids) for r in train}
+        kv_cache = {id(r): _prefix_kv(model, r.token_ids)
+                    for r in tqdm(train, desc="encode prefixes", unit="prefix", disable=not progress, file=sys.stderr)}
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         order = list(train)
         rng.shuffle(order)
         total = 0.0
-        for s in range(0, len(order), cfg.batch_size):
+        starts = range(0, len(order), cfg.batch_size)
+        for s in tqdm(starts, desc=f"train epoch {epoch}/{cfg.epochs}", unit="batch", disable=not progress,
+                      file=sys.stderr, leave=False):
             batch = order[s : s + cfg.batch_size]
             if kv_cache:  # exactly the inference path: cached per-branch KV, padded per batch
                 logits = net.logits_from_prefix_kvs(model, [kv_cache[id(r)] for r in batch])
