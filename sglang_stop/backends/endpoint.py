@@ -250,7 +250,7 @@ class StopEndpoint(RuntimeEndpoint):
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(path)
             except Exception as e:
-                raise UserError(f"cannot load the server's tokenizer {path!r} here: {e}") from None
+                raise UserError(f"server {self.base_url}: cannot load its tokenizer {path!r} here: {_clip(str(e))}") from None
         return self._tokenizer
 
     def end_program(self, s: Any) -> None:
@@ -319,6 +319,8 @@ def _check_url(url: str) -> str:
 
 
 def _clip(text: str) -> str:
+    """One line of at most ``ECHO_CHARS`` (server messages may be huge or hold a traceback)."""
+    text = " ".join(text.split())
     return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}... ({len(text)} chars)"
 
 

@@ -72,7 +72,8 @@ class ScoreError(Exception):
 
 
 def clip(text: str, limit: int = ECHO_CHARS) -> str:
-    """``text`` cut to ``limit`` chars, saying how long it was: error replies never echo a whole input."""
+    """``text`` on one line, cut to ``limit`` chars, saying how long it was: replies never echo a whole input."""
+    text = " ".join(text.split())
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 

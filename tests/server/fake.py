@@ -4,7 +4,9 @@ It answers ``/get_model_info`` and ``/tokenize`` like SGLang, then fails ``/gene
 the way a dying or broken server does, so the endpoint's failure messages are tested in seconds without
 starting the real server. ``mode``: ``"500"`` (an error reply), ``"drop"`` (close the connection without
 a reply), ``"die"`` (drop, and stop listening: later requests are refused), ``"slow"`` (no reply for
-``slow_s``), ``"not-sglang"`` (404 everywhere), ``"no-plugin"`` (404 on the plugin's routes only).
+``slow_s``), ``"not-sglang"`` (404 everywhere), ``"no-plugin"`` (404 on the plugin's routes only), or
+``"proxy"``: forward everything to ``upstream`` (the real server) until the ``die_after``-th ``/generate``,
+then die as ``"die"`` does: the real server, as its client sees it, dies mid-run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-MODES = ("500", "drop", "die", "slow", "not-sglang", "no-plugin")
+MODES = ("500", "drop", "die", "slow", "not-sglang", "no-plugin", "proxy")
 
 
 def closed_port() -> int:
@@ -31,11 +33,14 @@ def closed_port() -> int:
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, mode: str, model_path: Path, slow_s: float) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r}: one of {MODES}")
+    def __init__(self, mode: str, model_path: Path | None, slow_s: float, upstream: str | None = None,
+                 die_after: int = 1) -> None:
+        if mode not in MODES or (mode == "proxy") != (upstream is not None):
+            raise ValueError(f"mode {mode!r}: one of {MODES}; upstream goes with 'proxy' only")
         super().__init__(("127.0.0.1", 0), _Handler)
         self.mode, self.model_path, self.slow_s = mode, model_path, slow_s
+        self.upstream, self.die_after = upstream, die_after
+        self._lock = threading.Lock()
         self.paths: list[str] = []  # every request path, in order
         self.released = threading.Event()  # ends "slow" waits at teardown
 
@@ -73,11 +78,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         n = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(n) or b"{}")
-        self._route(body)
+        raw = self.rfile.read(n)
+        if self.server.mode == "proxy":
+            return self._forward(raw)
+        self._route(json.loads(raw or b"{}"))
+
+    def _forward(self, raw: bytes | None = None) -> None:
+        import requests
+
+        srv = self.server
+        with srv._lock:
+            srv.paths.append(self.path)
+            dies = self.path == "/generate" and srv.paths.count("/generate") >= srv.die_after
+        if dies:
+            srv.die()
+            return self._drop()
+        r = requests.request(self.command, srv.upstream + self.path, data=raw, timeout=300,
+                             headers={"content-type": "application/json"})
+        self.send_response(r.status_code)
+        self.send_header("content-type", r.headers.get("content-type", "application/json"))
+        self.send_header("content-length", str(len(r.content)))
+        self.end_headers()
+        self.wfile.write(r.content)
 
     def _route(self, body: Any = None) -> None:
         srv, path = self.server, self.path
+        if srv.mode == "proxy":
+            return self._forward()
         srv.paths.append(path)
         if srv.mode == "not-sglang":
             return self._reply(404, {"detail": "Not Found"})
@@ -98,8 +125,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fake_server(mode: str, model_path: Path, *, slow_s: float = 30.0) -> Iterator[FakeServer]:
-    srv = FakeServer(mode, model_path, slow_s)
+def fake_server(mode: str, model_path: Path | None = None, *, slow_s: float = 30.0, upstream: str | None = None,
+                die_after: int = 1) -> Iterator[FakeServer]:
+    srv = FakeServer(mode, model_path, slow_s, upstream, die_after)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:

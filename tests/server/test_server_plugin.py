@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -143,3 +144,59 @@ def test_64_concurrent_scores_while_generating(server, reference, artifacts):
             assert c == len(p)
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
     _score(server, pool[:1])  # still serving
+
+
+def _bad(server, data: bytes, status: int = 400) -> str:
+    """POST a raw body to /stop/score; the reply must be small, one line, no source location."""
+    r = requests.post(server.url + "/stop/score", data=data, headers={"content-type": "application/json"},
+                      timeout=120)
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    assert len(r.content) < 1500, len(r.content)
+    msg = r.json()["error"]["message"]
+    assert "\n" not in msg and ".py" not in msg and not re.search(r"line \d+, in", msg), msg
+    return msg
+
+
+def test_error_replies_are_bounded_and_name_the_field(server):
+    big = 10_000_000
+    assert _bad(server, b'{"input_ids": "' + b"7" * big + b'"}') == "input_ids: Input should be a valid array"
+    assert _bad(server, b'{"input_ids": [[1, 2]], "' + b"p" * big + b'": 1}').endswith(
+        f"... ({big} chars): Extra inputs are not permitted")
+    assert _bad(server, b"{" + b"x" * big).startswith("body: Invalid JSON")
+    assert _bad(server, json.dumps({"input_ids": [[1, 2]], "adapter": "a" * big}).encode(), 404).startswith(
+        "adapter: unknown adapter 'aaaa")
+    assert _bad(server, json.dumps({"input_ids": [[5] * (big // 3)]}).encode()).startswith("input_ids[0]: ")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"input_ids": [[True, 2]]}, "input_ids[0][0]: Input should be a valid integer"),
+        ({"input_ids": [[1, 2], [3, 4.0]]}, "input_ids[1][1]: Input should be a valid integer"),
+        ({"input_ids": [["3", 2]]}, "input_ids[0][0]: Input should be a valid integer"),
+        ({"input_ids": [[1, 2]], "commit": "yes"}, "commit: Input should be a valid boolean"),
+        ({"input_ids": [[1, 2]], "commit": 1}, "commit: Input should be a valid boolean"),
+        ({"input_ids": [[1, 2]], "adapter": 1}, "adapter: Input should be a valid string"),
+    ],
+)
+def test_no_coercion_of_ids_or_flags(server, body, field):
+    assert _bad(server, json.dumps(body).encode()) == field
+
+
+def test_body_over_the_limit_is_refused_unread(server):
+    """A declared 200 MB body gets 413 at once; the test sends only the headers."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server.url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(b"POST /stop/score HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                  b"content-length: 200000000\r\n\r\n{")
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk or len(reply) > 100_000:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert b"body: 200000000 bytes exceed the limit" in reply
