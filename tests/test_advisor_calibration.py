@@ -114,3 +114,42 @@ def test_gzipped_set_loads_and_errors_name_its_line(tmp_path):
         load_calibration(packed)
     with pytest.raises(UserError, match="plain .jsonl"):
         CalibrationWriter(packed)
+
+
+def test_short_record_capping_n_is_reported_with_file_line_and_count(tmp_path):
+    """A record of 3 paths among records of 32 caps every problem at 3 paths: said, not silent."""
+    f = tmp_path / "c.jsonl"
+    path = {"answer": "A", "correct": True, "length": 30, "scores": {"s": {"10": 0.5, "20": 0.6}}}
+    recs = [_record(problem_id=f"p{i}", n_max=32, paths=[path] * (3 if i == 2 else 32)) for i in range(4)]
+    _write(f, recs)
+    cs = load_calibration(f)
+    assert cs.n_max == 3
+    assert len(cs.warnings) == 1
+    w = cs.warnings[0]
+    assert f"{f}:3: problem 'p2' has 3 paths, others up to 32" in w and "N is capped at 3" in w
+    _write(f, recs[:2])
+    assert load_calibration(f).warnings == []
+
+
+def test_headers_are_skipped_checked_and_keep_line_numbers(tmp_path):
+    """`sglang-stop calibrate` files start with a header; the committed older sets have none."""
+    from sglang_stop.io import RecordHeader
+
+    def head(kind="calibration", hash_="aaaa") -> str:
+        h = RecordHeader(kind=kind, settings={"n_max": 2}, model={"name": "m", "weights_hash": hash_})
+        return json.dumps({"header": h.model_dump(mode="json")}) + "\n"
+
+    f, g = tmp_path / "c.jsonl", tmp_path / "d.jsonl"
+    f.write_text(head() + json.dumps(_record()) + "\n" + json.dumps(_record(problem_id="p1")) + "\n")
+    cs = load_calibration(f)
+    assert cs.n_problems == 2 and cs.model_identity == {"name": "m", "weights_hash": "aaaa"}
+    f.write_text(head() + json.dumps(_record()) + "\n" + json.dumps(_record()) + "\n")
+    with pytest.raises(UserError, match=r"c.jsonl:3: duplicate problem_id 'p0' \(first at .*c.jsonl:2\)"):
+        load_calibration(f)
+    f.write_text(head("run-results") + json.dumps(_record()) + "\n")
+    with pytest.raises(UserError, match="holds run-results records, not calibration"):
+        load_calibration(f)
+    f.write_text(head() + json.dumps(_record()) + "\n")
+    g.write_text(head(hash_="bbbb") + json.dumps(_record(problem_id="p1")) + "\n")
+    with pytest.raises(UserError, match="d.jsonl: recorded on model .*bbbb.*c.jsonl on .*aaaa"):
+        load_calibration([f, g])

@@ -127,3 +127,22 @@ def test_first_paths_replays_the_recorded_order_with_index_tie_break():
     res = r.evaluate(_cfg(((10, 1),), n=3))
     assert res.accuracy == 0.0 and res.tokens == 50 + 10 + 10
     assert r.evaluate(_cfg((), scorer="none", n=3)).accuracy == 1.0  # A twice vs B once
+
+
+def test_policy_notes_refuse_impossible_stages_and_name_dropped_ones():
+    from advisor.replay import policy_notes
+
+    with pytest.raises(UserError, match=r"--stage 10:9: keeps 9 paths, but only 8 are alive with --n 8"):
+        policy_notes(_cfg(((10, 9),), n=8))
+    with pytest.raises(UserError, match=r"--stage 20:4: keeps 4 paths, but only 2 are alive after --stage 10:2"):
+        policy_notes(_cfg(((10, 2), (20, 4)), n=8))
+    with pytest.raises(UserError, match=r"--stage 10:2: prefix length must exceed the previous stage's \(--stage 20:4\)"):
+        policy_notes(_cfg(((20, 4), (10, 2)), n=8))
+    with pytest.raises(UserError, match="scorer 'none' ranks nothing"):
+        policy_notes(_cfg(((10, 2),), scorer="none", n=8))
+    assert policy_notes(_cfg(((10, 4), (20, 2)), n=8)) == []  # both stages prune: kept
+    notes = policy_notes(_cfg(((10, 8),), n=8))
+    assert any("--stage 10:8 keeps all 8 paths alive" in n and "dropped" in n for n in notes)
+    assert any("--scorer s: no stage prunes, so the scorer is unused" in n for n in notes)
+    assert policy_notes(_cfg(((10, 8),), n=8, agg="weighted")) == []  # scores still weigh the votes
+    assert any("--aggregation weighted" in n for n in policy_notes(_cfg((), n=4, agg="weighted")))
