@@ -39,6 +39,13 @@ def test_solve_on_testbed(monkeypatch):
     assert len(again.paths) == 2
 
 
+def test_mix_task_question_is_not_graded():
+    """The default task is a mix: grading a caller's question would ask which component it came from."""
+    res = api.solve("Q2+3=", model=str(TESTBED), task="default", scorer="none", n=2, prompt="{question}",
+                    sampling__max_new_tokens=8)  # the testbed's 128-token window has no room for the default prompt
+    assert res.task == "default" and len(res.paths) == 2 and res.stages == []
+
+
 def test_bad_input_fails_before_the_model_loads(monkeypatch, tmp_path):
     def no_load(spec):
         raise AssertionError("the model must not load for bad input")
