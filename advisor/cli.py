@@ -232,14 +232,18 @@ def _check_search(trials: int | None, draws: int, max_stages: int, storage: str 
     _storage(storage)
 
 
+def _stages_fit(cs: Any, max_stages: int) -> None:
+    if max_stages > len(cs.prefix_lens):
+        raise UserError(f"--max-stages {max_stages}: the calibration records only {len(cs.prefix_lens)} prune "
+                        f"point(s) ({', '.join(map(str, cs.prefix_lens))})")
+
+
 def _setup(calib: tuple[str, ...], seed: int, max_stages: int, scorers: str | None, draws: int) -> Any:
     from advisor.replay import Replayer
     from advisor.search import default_space
 
     cs = _load(calib)
-    if max_stages > len(cs.prefix_lens):
-        raise UserError(f"--max-stages {max_stages}: the calibration records only {len(cs.prefix_lens)} prune "
-                        f"point(s) ({', '.join(map(str, cs.prefix_lens))})")
+    _stages_fit(cs, max_stages)
     sc = [s.strip() for s in scorers.split(",")] if scorers else None
     if sc:
         unknown = [s for s in sc if s not in cs.all_scorers]
@@ -381,7 +385,9 @@ def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, s
     if not 0 < holdout < 1:
         raise UserError(f"--holdout: must be a fraction strictly between 0 and 1, got {holdout}")
     rules = selections or ("best",)
-    rows = holdout_regret(_load(calib), list(budgets), holdout=holdout, seed=seed, trials=trials,
+    cs = _load(calib)
+    _stages_fit(cs, max_stages)
+    rows = holdout_regret(cs, list(budgets), holdout=holdout, seed=seed, trials=trials,
                           max_stages=max_stages, splits=splits, selections=rules)
     lines = [f"{'split':>5} {'budget':>9} {'rule':>6} {'rec acc':>8} {'oracle':>7} {'regret':>7} {'grid':>6} "
              f"{'vs grid':>7} {'tokens':>9} {'secs':>5}  recommended | held-out oracle"]
