@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 from sglang.lang.chat_template import get_chat_template, get_chat_template_by_model_path
@@ -34,6 +35,7 @@ from sglang_stop.scorers.base import Branch
 TOP_LOGPROBS = 20  # as LocalBackend records; confidence-style scorers read them
 CONNECT_TIMEOUT_S = 10.0  # a loopback/LAN server accepts in milliseconds; longer means a wrong address
 ECHO_CHARS = 200  # the most of a server's reply an error message repeats
+POOL_SIZE = 256
 
 
 class ServerError(UserError):
@@ -77,6 +79,10 @@ class StopEndpoint(RuntimeEndpoint):
         self.timeout_s = timeout_s
         self.adapter = adapter
         self._session = requests.Session()
+        # A keep-alive connection per concurrent branch (n x concurrency threads): past urllib3's default
+        # pool of 10, requests would open a fresh connection and discard it after the reply.
+        self._session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+        self._session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
         self._lock = threading.Lock()
         self._states: dict[str, BranchState] = {}  # executor sid -> state
         self._tokenizer: Any = None
@@ -91,15 +97,17 @@ class StopEndpoint(RuntimeEndpoint):
     # ---- HTTP ----
     def _model_info(self) -> dict[str, Any]:
         """GET /get_model_info, telling an unreachable server from a reachable one that is not SGLang."""
+        not_sglang = f"server {self.base_url}: not an SGLang server (GET /get_model_info"
         try:
             info = self._request("GET", "/get_model_info", connecting=True)
         except ServerError as e:
-            if not e.status:
-                raise
-            raise ServerError(f"server {self.base_url}: not an SGLang server (GET /get_model_info: HTTP {e.status})",
-                              e.status) from None
+            if e.status == 404:
+                raise ServerError(f"{not_sglang}: HTTP 404)", 404) from None
+            if e.status == 200:
+                raise ServerError(f"{not_sglang}: the reply is not JSON)", 200) from None
+            raise  # no reply, or an SGLang error such as 401 (an API key is needed): as it is
         if not isinstance(info, dict) or not isinstance(info.get("model_path"), str):
-            raise ServerError(f"server {self.base_url}: not an SGLang server (GET /get_model_info has no model_path)")
+            raise ServerError(f"{not_sglang} has no model_path)")
         return info
 
     def _request(self, method: str, path: str, body: Any = None, *, connecting: bool = False) -> Any:
