@@ -31,7 +31,7 @@ class Comparison(BaseModel):
     accuracy: float = Field(description="the baseline's replayed accuracy (fraction)")
     tokens: float
     diff_points: float = Field(description="choice - baseline, accuracy points")
-    se_points: float = Field(description="paired standard error of diff_points over problems")
+    se_points: float | None = Field(description="paired standard error of diff_points over problems (None: one problem)")
     verdict: Literal["better", "within noise", "worse"] = Field(description=f"|diff| beyond {Z} SE, and its sign")
 
     @computed_field  # type: ignore[prop-decorator]
@@ -42,8 +42,8 @@ class Comparison(BaseModel):
 
     def line(self) -> str:
         verdict = {"better": "better beyond noise", "within noise": "WITHIN NOISE", "worse": "WORSE beyond noise"}
-        return (f"vs {self.baseline} ({self.config}): {self.diff_points:+.1f} +- {self.se_points:.1f} points "
-                f"(paired SE): {verdict[self.verdict]}")
+        se = "?" if self.se_points is None else f"{self.se_points:.1f}"
+        return f"vs {self.baseline} ({self.config}): {self.diff_points:+.1f} +- {se} points (paired SE): {verdict[self.verdict]}"
 
 
 def paired_diff(rep: Replayer, a: ReplayConfig, b: ReplayConfig) -> tuple[float, float]:
@@ -59,7 +59,7 @@ def _compare(rep: Replayer, choice: ReplayResult, base: ReplayResult, role: Role
     diff, se = paired_diff(rep, choice.config, base.config)
     verdict = "within noise" if not abs(diff) > Z * se else ("better" if diff > 0 else "worse")
     return Comparison(baseline=role, config=base.config.label(), accuracy=base.accuracy, tokens=base.tokens,
-                      diff_points=diff, se_points=se, verdict=verdict)
+                      diff_points=diff, se_points=se if math.isfinite(se) else None, verdict=verdict)
 
 
 def _best(results: list[ReplayResult], budget: float | None, keep: object) -> ReplayResult | None:
