@@ -131,7 +131,7 @@ def check_base(ckpt: Path, base: Path, *, check_weights: bool = True) -> BaseMod
     """The base's shapes (and, when the checkpoint records a weights hash and ``check_weights``, its
     identity: the base is loaded on CPU at the recorded dtype and hashed) checked against the checkpoint's
     ``base_model`` with the loader's own :func:`check_base_model`. Returns what was read of the base."""
-    from sglang_stop.training.checkpoint import BaseModelInfo, check_base_model, read_config
+    from sglang_stop.training.checkpoint import BaseModelInfo, check_base_model, check_shapes, read_config
 
     f = base / "config.json"
     if not f.is_file():
@@ -142,16 +142,17 @@ def check_base(ckpt: Path, base: Path, *, check_weights: bool = True) -> BaseMod
         raise UserError(f"{f}: not valid JSON ({e})") from None
     if not isinstance(bcfg, dict):
         raise UserError(f"{f}: expected a JSON object")
-    recorded = read_config(ckpt).base_model if (ckpt / "assess_token_config.json").is_file() else None
+    where = ckpt / "assess_token_config.json"
+    recorded = read_config(ckpt).base_model if where.is_file() else None
+    have = BaseModelInfo.from_config(bcfg, name=base.name, name_or_path=str(base))
     if check_weights and recorded is not None and recorded.weights_hash:
         from sglang_stop.models import load_model
 
+        check_shapes(where, recorded, have)  # before paying for the load
         model, _ = load_model(base, device="cpu", dtype=recorded.dtype or "float32")
         have = BaseModelInfo.of(model)
         del model
-    else:
-        have = BaseModelInfo.from_config(bcfg, name=base.name, name_or_path=str(base))
-    check_base_model(ckpt / "assess_token_config.json", recorded, have)
+    check_base_model(where, recorded, have)
     return have
 
 

@@ -103,13 +103,7 @@ def check_base_model(where: Path, recorded: BaseModelInfo | None, have: BaseMode
     if recorded is None:
         _warn(f"{where}: records no base model; cannot verify it was trained for {have.describe()}")
         return
-    for field in SHAPE_FIELDS:
-        want, got = getattr(recorded, field), getattr(have, field)
-        if want is not None and got is not None and want != got:
-            raise UserError(
-                f"{where}: base_model.{field} is {want} but the loaded model has {got}: this checkpoint was trained "
-                f"for {recorded.describe()}, the loaded model is {have.describe()}"
-            )
+    check_shapes(where, recorded, have)
     if recorded.weights_hash is None:
         _warn(f"{where}: records no base weights hash; cannot verify it was trained for {have.describe()}")
     elif have.weights_hash is None:
@@ -123,6 +117,17 @@ def check_base_model(where: Path, recorded: BaseModelInfo | None, have: BaseMode
             f"{where}: trained for base {recorded.describe()}, but the loaded model is {have.describe()}: "
             f"same shapes, other weights; use the checkpoint made for this model"
         )
+
+
+def check_shapes(where: Path, recorded: BaseModelInfo, have: BaseModelInfo) -> None:
+    """The shape half of :func:`check_base_model` (cheap: the converter runs it before loading weights)."""
+    for field in SHAPE_FIELDS:
+        want, got = getattr(recorded, field), getattr(have, field)
+        if want is not None and got is not None and want != got:
+            raise UserError(
+                f"{where}: base_model.{field} is {want} but the loaded model has {got}: this checkpoint was trained "
+                f"for {recorded.describe()}, the loaded model is {have.describe()}"
+            )
 
 
 def _warn(msg: str) -> None:
@@ -234,6 +239,8 @@ def read_config(path: str | Path) -> AssessTokenConfig:
     f = p / "assess_token_config.json"
     if not p.is_dir():
         raise UserError(f"scorer.options.checkpoint: {p}: not a directory")
+    if not any(p.iterdir()):
+        raise UserError(f"scorer.options.checkpoint: {p}: empty directory (not a STOP checkpoint)")
     if not f.is_file():
         raise UserError(f"{f}: missing (not a STOP checkpoint directory)")
     try:
