@@ -122,7 +122,8 @@ class StopEndpoint(RuntimeEndpoint):
             raise ServerError(f"{where}: cannot connect: no answer within {CONNECT_TIMEOUT_S:.0f}s ({what}) "
                               "— is the address right?") from None
         except requests.ReadTimeout:
-            raise ServerError(f"{where}: no reply to {what} within {self.timeout_s:g}s — is the server stuck?") from None
+            raise ServerError(f"{where}: no reply to {what} within {self.timeout_s:g}s — is the server stuck?"
+                              ) from None
         except requests.ConnectionError as e:
             raise ServerError(f"{where}: {_connection_failure(e, what, connecting)}") from None
         except requests.RequestException as e:
@@ -258,7 +259,9 @@ class StopEndpoint(RuntimeEndpoint):
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(path)
             except Exception as e:
-                raise UserError(f"server {self.base_url}: cannot load its tokenizer {path!r} here: {_clip(str(e))}") from None
+                raise UserError(
+                    f"server {self.base_url}: cannot load its tokenizer {path!r} here: {_clip(str(e))}"
+                ) from None
         return self._tokenizer
 
     def end_program(self, s: Any) -> None:
