@@ -129,8 +129,8 @@ class RuntimeConfig(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     task: str | None = Field(
         None,
-        description="default task for `sglang-stop run`; in a config file a relative FILE.jsonl is relative to the "
-        "file's directory",
+        description="default task for `sglang-stop run`; in a config file a relative FILE.jsonl (also inside "
+        "mix:) is relative to the file's directory",
     )
     prompt: str | None = Field(
         None,
@@ -253,9 +253,14 @@ def _map_paths(data: dict[str, Any], fn: Callable[[str, str], str]) -> None:
     """Replace every path a config holds (in a ``model_dump`` dict) by ``fn(field, path)``."""
     if data["model"]["path"] is not None:
         data["model"]["path"] = fn("model.path", data["model"]["path"])
-    task = data["task"]
-    if task is not None and task.strip().endswith(".jsonl") and ":" not in task:  # not mix:/mmath: specs
-        data["task"] = fn("task", task.strip())
+    task = (data["task"] or "").strip()
+    if task.startswith("mix:"):  # the FILE.jsonl components of a mix (k=v pieces hold no path)
+        pieces = task.removeprefix("mix:").split(",")
+        data["task"] = "mix:" + ",".join(
+            fn("task", x.strip()) if x.strip().endswith(".jsonl") and "=" not in x else x for x in pieces
+        )
+    elif task.endswith(".jsonl") and ":" not in task:  # a task file; not mmath:/name:k=v specs
+        data["task"] = fn("task", task)
     opts = data["scorer"]["options"]
     if isinstance(opts.get("checkpoint"), str):
         opts["checkpoint"] = fn("scorer.options.checkpoint", opts["checkpoint"])

@@ -266,6 +266,8 @@ def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
     assert d.model.path == str(conf / "m") and d.task == "chain_sum:min_terms=2"
     (conf / "e.yaml").write_text("n: 2\n")
     assert load_config(conf / "e.yaml").model.path is None
+    (conf / "f.yaml").write_text("task: mix:p.jsonl,chain_sum:min_terms=2,max_terms=2\n")
+    assert load_config(conf / "f.yaml").task == f"mix:{conf / 'p.jsonl'},chain_sum:min_terms=2,max_terms=2"
     # config_from_dict (the command line) keeps the process's meaning
     assert config_from_dict({"model": {"path": "m"}}).model.path == "m"
 
