@@ -1,9 +1,10 @@
-"""Battery rows: server (`sglang-stop run --server URL`): an unusable URL, nothing listening, and a server
-that fails mid-run each end in one line naming the server, exit 2."""
+"""Battery rows: server (`sglang-stop run --server URL`): an unusable URL, nothing listening, a server that
+is not SGLang, and one that fails mid-run each end in one line naming the server, exit 2."""
 
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.battery import TESTBED, Case
@@ -12,13 +13,17 @@ from tests.server.fake import fake_server
 RUN = ["sglang-stop", "run", "--task", "testbed", "--problems", "1", "--n", "2", "--prefix-len", "4", "--keep", "1"]
 
 
-def _failing_server(_tmp: Path) -> dict[str, str]:
-    """A stand-in server (tests/server/fake.py) that answers the model query, then fails every generation
-    with HTTP 500; it lives in this test process until it exits."""
-    cm = fake_server("500", TESTBED)
-    srv = cm.__enter__()
-    atexit.register(cm.__exit__, None, None, None)
-    return {"url": srv.url}
+def _stand_in(mode: str) -> Callable[[Path], dict[str, str]]:
+    """Setup: a stand-in server (tests/server/fake.py) in ``mode`` ("500": answers the model query, then
+    fails every generation; "not-sglang": 404 everywhere); it lives in this test process until it exits."""
+
+    def setup(_tmp: Path) -> dict[str, str]:
+        cm = fake_server(mode, TESTBED)
+        srv = cm.__enter__()
+        atexit.register(cm.__exit__, None, None, None)
+        return {"url": srv.url}
+
+    return setup
 
 
 ROWS: list[Case] = [
@@ -27,6 +32,8 @@ ROWS: list[Case] = [
     # Port 1 on loopback: nothing listens there (binding it needs root), so the URL is fixed.
     Case("server-connection-refused", [*RUN, "--server", "http://127.0.0.1:1"], 2,
          "server http://127.0.0.1:1: cannot connect: connection refused — is the server running?"),
+    Case("server-not-sglang", [*RUN, "--server", "{url}"], 2,
+         ": not an SGLang server (GET /get_model_info: HTTP 404)", setup=_stand_in("not-sglang")),
     Case("server-fails-mid-run", [*RUN, "--server", "{url}"], 2, ": POST /generate: HTTP 500: scheduler died",
-         setup=_failing_server),
+         setup=_stand_in("500")),
 ]
