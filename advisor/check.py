@@ -127,6 +127,8 @@ def verify_results(path: str | Path, cfg: RuntimeConfig, config_path: str | Path
                    allow_unverified: bool = False) -> tuple[RuntimeConfig | None, list[str]]:
     """The run's own config (from the results header) and any warnings; a UserError naming the first
     field where the run differs from ``cfg`` (the predictions would not apply)."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: file not found")
     head = read_header(path)
     if head is None:
         msg = (f"{path}: has no header record, so it cannot be verified to come from {config_path} (an older "

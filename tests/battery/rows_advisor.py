@@ -138,6 +138,8 @@ ROWS: list[Case] = [
     Case("advise-check-results-are-calibration", ["stop-advise", "check", "--config", "{rec}", "--results",
                                                   "{calibfile}"], 2, "holds calibration records, not run results",
          _check_files),
+    Case("advise-check-results-missing", ["stop-advise", "check", "--config", "{rec}", "--results",
+                                          "{tmp}/none.jsonl"], 2, "none.jsonl: file not found", _check_files),
     # calibrate (sglang_stop.calibrate.collect): refused before any decoding
     Case("calibrate-n-max-0", [*CALIBRATE, "--n-max", "0", "--out", "{tmp}/c.jsonl"], 2, "--n-max"),
     Case("calibrate-prefix-at-max-new-tokens", [*CALIBRATE, "--n-max", "2", "--prefix-lens", "8,40",
