@@ -381,7 +381,7 @@ def _short(text: str, chars: int = TEXT_CHARS) -> str:
 def format_problem(v: ProblemView) -> str:
     head = (f"{v.label}\n  problem {v.problem_id}: {_short(v.question)}\n"
             f"  gold {v.gold}  predicted {v.predicted}  {'right' if v.correct else 'wrong'}  tokens {v.tokens}")
-    rows = [["path", "tokens", "pruned", "scores", "answer", "", "text"]]
+    rows = [["path", "tokens", "pruned", "scores", "answer", "result", "text"]]
     for p in v.paths:
         if p.pruned_at is not None:
             pruned = f"stage {p.pruned_at}" + (f" @{p.pruned_at_tokens}" if p.pruned_at_tokens is not None else "")
@@ -410,6 +410,24 @@ def check_png_path(path: str | Path) -> Path:
     return p
 
 
+def _dodged(xs: Sequence[float]) -> list[float]:
+    """Runs at (nearly) equal tokens, as at a matched budget, are spread a little apart so their interval
+    bars stay visible side by side."""
+    span = (max(xs) - min(xs)) or max(abs(x) for x in xs) or 1.0
+    step = 0.012 * span
+    out = list(xs)
+    groups: list[list[int]] = []
+    for i in sorted(range(len(xs)), key=lambda k: xs[k]):
+        if groups and xs[i] - xs[groups[-1][0]] < step:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    for g in groups:
+        for j, i in enumerate(g):
+            out[i] = xs[i] + (j - (len(g) - 1) / 2) * step
+    return out
+
+
 def write_png(rep: Report, path: str | Path) -> None:
     """Accuracy (95% interval bars) against tokens per problem, one labelled point per run."""
     import io
@@ -421,24 +439,27 @@ def write_png(rep: Report, path: str | Path) -> None:
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     p = check_png_path(path)
+    xs = _dodged([s.tokens_per_problem for s in rep.runs])
+    lo_x, hi_x = min(xs), max(xs)
+    span = (hi_x - lo_x) or hi_x or 1.0
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
     try:
-        for i, s in enumerate(rep.runs):
+        for i, (s, x) in enumerate(zip(rep.runs, xs)):
             color = f"C{i % 10}"
             yerr = [[s.accuracy - s.ci_low], [s.ci_high - s.accuracy]]
-            ax.errorbar([s.tokens_per_problem], [s.accuracy], yerr=yerr, fmt="o", color=color, capsize=4,
-                        markersize=6)
-            ax.annotate(s.label, (s.tokens_per_problem, s.accuracy), textcoords="offset points", xytext=(7, 5),
-                        fontsize=8, color=color)
-        xs = [s.tokens_per_problem for s in rep.runs]
-        span = max(xs) - min(xs) or max(xs) or 1.0
-        ax.set_xlim(max(0.0, min(xs) - 0.15 * span), max(xs) + 0.6 * span)  # room for the labels
-        ax.set_ylim(max(0.0, min(s.ci_low for s in rep.runs) - 0.05), min(1.02, max(s.ci_high for s in rep.runs) + 0.05))
+            ax.errorbar([x], [s.accuracy], yerr=yerr, fmt="o", color=color, capsize=4, markersize=6)
+            right_half = len(xs) > 1 and x > lo_x + span / 2
+            ax.annotate(s.label, (x, s.accuracy), textcoords="offset points", xytext=(-8 if right_half else 8, 4),
+                        ha="right" if right_half else "left", fontsize=8, color=color)
+        ax.set_xlim(max(0.0, lo_x - 0.25 * span), hi_x + 0.25 * span)
+        ax.set_ylim(max(0.0, min(s.ci_low for s in rep.runs) - 0.05), min(1.06, max(s.ci_high for s in rep.runs) + 0.06))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.set_xlabel("tokens per problem (all paths)")
         ax.set_ylabel("accuracy (voted answer)")
-        ax.set_title(f"accuracy vs tokens, 95% paired bootstrap intervals ({rep.boot} resamples)", fontsize=10)
+        paired = ", paired" if len(rep.runs) > 1 else ""
+        ax.set_title(f"accuracy vs tokens: 95% bootstrap intervals ({rep.boot} resamples{paired})", fontsize=10)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         buf = io.BytesIO()
