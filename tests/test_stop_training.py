@@ -8,8 +8,9 @@ import random
 import pytest
 import torch
 
-from sglang_stop.io import read_jsonl
-from sglang_stop.training.labels import LabelJob, LabelRecord, label_problems
+from sglang_stop.errors import UserError
+from sglang_stop.io import read_header, read_jsonl
+from sglang_stop.training.labels import LabelJob, LabelRecord, label_header, label_problems, load_labels
 from sglang_stop.training.metrics import auc, vote_accuracy, within_problem_auc
 
 
@@ -31,12 +32,54 @@ class FakeSampler:
 PROBLEMS = [{"id": f"p{i}", "question": f"q{i}", "answer": str(i % 10)} for i in range(5)]
 
 
-def run(path, sampler, problems=PROBLEMS):
+JOB = dict(prefixes=3, continuations=4, prefix_len=2, max_new_tokens=4, problems_per_batch=2)
+
+
+def run(path, sampler, problems=PROBLEMS, header=None, **job):
     return label_problems(
-        problems, path, LabelJob(prefixes=3, continuations=4, prefix_len=2, max_new_tokens=4, problems_per_batch=2),
+        problems, path, LabelJob(**{**JOB, **job}),
         sampler, encode_prompt=lambda q: [int(q[1:]) + 20], decode=lambda ids: "".join(map(str, ids)),
-        check=lambda prob, t: (t[-1] if t else None, bool(t) and t[-1] == prob["answer"]),
+        check=lambda prob, t: (t[-1] if t else None, bool(t) and t[-1] == prob["answer"]), header=header,
     )
+
+
+@pytest.mark.parametrize("key,value", [("prefixes", 2), ("continuations", 8), ("prefix_len", 1),
+                                       ("max_new_tokens", 6), ("temperature", 0.5), ("top_p", 0.9), ("top_k", 5),
+                                       ("seed", 3)])
+def test_labels_resume_with_other_setting_is_refused(tmp_path, key, value):
+    out = tmp_path / "l.jsonl"
+    run(out, FakeSampler(), PROBLEMS[:2])
+    h = read_header(out)
+    assert h is not None and h.kind == "labels" and h.settings["continuations"] == 4
+    before = out.read_bytes()
+    with pytest.raises(UserError, match=f"recorded with {key}="):
+        run(out, FakeSampler(), **{key: value})
+    assert out.read_bytes() == before  # nothing appended
+
+
+def test_labels_header_names_task_and_model(tmp_path):
+    out = tmp_path / "l.jsonl"
+    job = LabelJob(**JOB)
+    run(out, FakeSampler(), header=label_header(job, {"name": "a", "weights_hash": "1"}, task="testbed"))
+    with pytest.raises(UserError, match="recorded with task=.testbed., this run has task=.chain_sum."):
+        run(out, FakeSampler(), header=label_header(job, {"name": "a", "weights_hash": "1"}, task="chain_sum"))
+    with pytest.raises(UserError, match="recorded with model"):
+        run(out, FakeSampler(), header=label_header(job, {"name": "a", "weights_hash": "2"}, task="testbed"))
+    assert run(out, FakeSampler(), header=label_header(job, {"name": "a", "weights_hash": "1"}, task="testbed")) == 0
+
+
+def test_headerless_labels_are_read_but_not_extended(tmp_path):
+    new, old = tmp_path / "new.jsonl", tmp_path / "old.jsonl"
+    run(new, FakeSampler(), PROBLEMS[:2])
+    old.write_bytes(new.read_bytes().split(b"\n", 1)[1])  # an older file: records, no header
+    assert len(load_labels(old)) == len(load_labels(new)) > 0
+    with pytest.raises(UserError, match="has no header record"):
+        run(old, FakeSampler())
+
+
+def test_prefix_len_must_leave_room():
+    with pytest.raises(UserError, match="--prefix-len 4 must be below --max-new-tokens 4"):
+        LabelJob(prefix_len=4, max_new_tokens=4)
 
 
 def test_labels_resume_skips_done_pairs(tmp_path):
@@ -95,3 +138,28 @@ def test_train_writes_best_checkpoint(tmp_path):
     meta = json.loads((tmp_path / "ck" / "assess_token_config.json").read_text())
     assert meta["training"]["best"]["epoch"] == best["epoch"]
     load_checkpoint(tmp_path / "ck", model)
+
+
+def test_label_and_train_json_on_the_testbed(tmp_path):
+    """`label --json` / `train --json`: stdout is exactly one JSON object; the labels file has a header with
+    the testbed's identity, and the checkpoint loads onto the testbed without a warning."""
+    from click.testing import CliRunner
+
+    from sglang_stop.cli import cli
+
+    labels, ck = tmp_path / "l.jsonl", tmp_path / "ck"
+    r = CliRunner().invoke(cli, ["label", "--problems", "12", "-P", "2", "-K", "2", "--prefix-len", "6",
+                                 "--max-new-tokens", "20", "--out", str(labels), "--json"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["written"] == out["records"] == len(load_labels(labels)) > 0
+    assert "label problems" in r.stderr  # the labelled progress bar
+    h = read_header(labels)
+    assert h.model["name"] == "testbed" and h.settings["prefix_len"] == 6 and h.settings["split"] == "label"
+    r = CliRunner().invoke(cli, ["train", "--labels", str(labels), "--out", str(ck), "--epochs", "1", "--lora-r", "2",
+                                 "--json"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["out"] == str(ck) and out["best"]["epoch"] == 1 and "epoch 1:" in r.stderr
+    meta = json.loads((ck / "assess_token_config.json").read_text())
+    assert meta["base_model"]["weights_hash"] == h.model["weights_hash"]
