@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from sglang_stop.errors import UserError
 from sglang_stop.io import RecordHeader, atomic_write_bytes, read_data, read_header, read_jsonl
 from sglang_stop.runner import ProblemResult
+from sglang_stop.tables import table
 
 RESULTS_KIND = "run-results"
 TEXT_CHARS = 80  # characters of a path's text in the per-problem view
@@ -265,16 +266,6 @@ def build_report(runs: Sequence[Run], *, boot: int = 2000, seed: int = 0) -> Rep
 # Text
 
 
-def table(rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    """Rows of cells as aligned columns (first row is the heading); ``right`` aligns numbers."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for row in rows:
-        cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out)
-
-
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -294,21 +285,16 @@ def _run_block(s: RunStats) -> str:
 def format_report(rep: Report) -> str:
     blocks = [_run_block(s) for s in rep.runs]
     if len(rep.runs) > 1:
-        heading = ["run", "scorer", "n", "stages", "problems", "accuracy", "95% CI", "tokens/problem",
-                   "pruned", "path acc"]
-        rows = [heading] + [
-            [s.name, s.scorer or "?", str(s.n) if s.n is not None else "?", s.stages or "?", str(s.problems),
-             f"{s.accuracy:.3f}", f"[{s.ci_low:.3f}, {s.ci_high:.3f}]", f"{s.tokens_per_problem:.1f}",
-             f"{s.pruned_share:.1%}", _pct(s.path_accuracy)]
-            for s in rep.runs
-        ]
-        blocks.append(table(rows, [False, False, True, False, True, True, False, True, True, True]))
+        blocks.append(table(
+            ["run", "scorer", "n", "stages", "problems", "accuracy", "95% CI", "tokens/problem", "pruned", "path acc"],
+            [[s.name, s.scorer, s.n, s.stages, s.problems, s.accuracy, f"[{s.ci_low:.3f}, {s.ci_high:.3f}]",
+              round(s.tokens_per_problem, 1), s.pruned_share, s.path_accuracy] for s in rep.runs],
+        ))
     if rep.paired:
-        rows = [["run", "vs", "problems", "accuracy diff", "paired 95% CI"]] + [
-            [d.run, d.baseline, str(d.problems), f"{d.diff:+.3f}", f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]"]
-            for d in rep.paired
-        ]
-        blocks.append(table(rows, [False, False, True, True, False]))
+        blocks.append(table(
+            ["run", "vs", "problems", "accuracy diff", "paired 95% CI"],
+            [[d.run, d.baseline, d.problems, d.diff, f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]"] for d in rep.paired],
+        ))
     paired = ", the same problems for every run (paired)" if len(rep.runs) > 1 else ""
     blocks.append(f"(95% intervals: {rep.boot} bootstrap resamples over problems{paired}, seed {rep.seed})")
     return "\n\n".join(blocks)
@@ -381,15 +367,15 @@ def _short(text: str, chars: int = TEXT_CHARS) -> str:
 def format_problem(v: ProblemView) -> str:
     head = (f"{v.label}\n  problem {v.problem_id}: {_short(v.question)}\n"
             f"  gold {v.gold}  predicted {v.predicted}  {'right' if v.correct else 'wrong'}  tokens {v.tokens}")
-    rows = [["path", "tokens", "pruned", "scores", "answer", "result", "text"]]
+    rows = []
     for p in v.paths:
         if p.pruned_at is not None:
             pruned = f"stage {p.pruned_at}" + (f" @{p.pruned_at_tokens}" if p.pruned_at_tokens is not None else "")
         else:
             pruned = "consensus" if p.stopped_by_consensus else "-"
-        rows.append([str(p.index), str(p.tokens), pruned, " ".join(f"{s:.3g}" for s in p.scores) or "-",
-                     p.answer if p.answer is not None else "-", "right" if p.correct else "wrong", _short(p.text)])
-    return head + "\n" + table(rows, [True, True, False, False, False, False, False])
+        rows.append([p.index, p.tokens, pruned, " ".join(f"{s:.3g}" for s in p.scores) or "-", p.answer,
+                     "right" if p.correct else "wrong", _short(p.text)])
+    return head + "\n" + table(["path", "tokens", "pruned", "scores", "answer", "result", "text"], rows)
 
 
 # ---------------------------------------------------------------------------------------------

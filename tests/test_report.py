@@ -98,10 +98,12 @@ def test_cli_text_table(two_runs):
     out = CliRunner().invoke(report_cmd, [str(p) for p in two_runs], catch_exceptions=False).output
     lines = out.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("run ") and "tokens/problem" in ln)
-    rows = lines[head: head + 3]
+    rows = [lines[head]] + lines[head + 2: head + 4]  # heading, (rule), two runs
     col = rows[0].index("accuracy")
     assert [r[col: col + 8].strip() for r in rows] == ["accuracy", "0.500", "0.650"]  # aligned column
-    assert "+0.150" in out and "seed 0" in out
+    assert rows[1].startswith("a.jsonl ") and rows[2].startswith("b.jsonl ")
+    paired = next(ln for ln in lines if ln.startswith("b.jsonl") and "a.jsonl" in ln)
+    assert "0.150" in paired and "seed 0" in out
 
 
 def test_cli_problem_view(two_runs):
