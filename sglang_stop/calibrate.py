@@ -63,7 +63,28 @@ def check_collect_args(base: RuntimeConfig, n_max: int, prefix_lens: Sequence[in
     if lens[-1] >= cap:
         raise UserError(f"--prefix-lens: {lens[-1]} is not below sampling.max_new_tokens ({cap}): a path is "
                         f"never scored at or after its last token; use prefix lengths < {cap} or raise --max-new-tokens")
+    _recording_config(base, n_max, lens)
     return lens
+
+
+def _recording_config(base: RuntimeConfig, n_max: int, lens: Sequence[int]) -> RuntimeConfig:
+    """The run config of a calibration: N_max paths, a keep-all stage at every prune point, no consensus."""
+    from pydantic import ValidationError
+
+    try:
+        return RuntimeConfig.model_validate(
+            {
+                **base.model_dump(),
+                "n": n_max,
+                "stages": [{"prefix_len": L, "keep_ratio": 1.0} for L in lens],
+                "consensus": None,
+            }
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(map(str, err["loc"]))
+        opt = {"n": "--n-max", "stages": "--prefix-lens"}.get(str(err["loc"][0]) if err["loc"] else "", loc)
+        raise UserError(f"{opt}: {err['msg']}") from None
 
 
 def calibration_header(
@@ -147,14 +168,7 @@ def collect(
     recorded = _recorded(scorers)
     header = calibration_header(base, task, n_max=n_max, prefix_lens=lens, scorers=recorded,
                                 model=backend_identity(backend))
-    cfg = RuntimeConfig.model_validate(
-        {
-            **base.model_dump(),
-            "n": n_max,
-            "stages": [{"prefix_len": L, "keep_ratio": 1.0} for L in lens],
-            "consensus": None,
-        }
-    )
+    cfg = _recording_config(base, n_max, lens)
     recorder = RecordingScorer({k: make_scorer(k, v) for k, v in recorded.items()})
     added = 0
     bar = None

@@ -103,6 +103,7 @@ class NoDecode:
     ({"prefix_lens": [3, 12]}, r"--prefix-lens: 12 is not below sampling.max_new_tokens \(12\)"),
     ({"prefix_lens": []}, r"--prefix-lens: need positive"),
     ({"out": "x.jsonl.gz"}, r"plain .jsonl"),
+    ({"n_max": 5000}, r"--n-max: Input should be less than or equal to 1024"),
 ])
 def test_collect_refuses_bad_input_before_decoding(tmp_path, over, match):
     task = raw_task(tmp_path, [("Q1+1=", "2")])
