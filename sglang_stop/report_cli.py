@@ -5,11 +5,8 @@ or a figure is drawn; errors are :class:`UserError` lines (exit 2 through the CL
 from __future__ import annotations
 
 import json
-import sys
 
 import click
-
-from sglang_stop.errors import UserError
 
 
 @click.command("report")
@@ -56,15 +53,10 @@ def report_cmd(results: tuple[str, ...], problem_id: str | None, png: str | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Stand-alone entry (``python -m sglang_stop.report_cli``) with the main CLI's error policy."""
-    try:
-        report_cmd.main(args=argv, standalone_mode=False)
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    """Stand-alone entry (``python -m sglang_stop.report_cli``) under the CLIs' one error policy."""
+    from sglang_stop.cli_errors import run_cli_group
+
+    run_cli_group(report_cmd, argv)
 
 
 if __name__ == "__main__":

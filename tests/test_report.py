@@ -4,6 +4,7 @@ small results files written here (no decoding)."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,14 @@ from sglang_stop.program import PathRecord
 from sglang_stop.report import build_report, load_runs, problem_views, run_labels
 from sglang_stop.report_cli import main, report_cmd
 from sglang_stop.runner import ProblemResult
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigterm():
+    """main() installs the CLIs' SIGTERM handler; leave the test process as it was."""
+    old = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, old)
 
 
 def _result(pid: str, correct: bool, *, pruned: int = 0, n: int = 4, prefix: int = 8) -> ProblemResult:
