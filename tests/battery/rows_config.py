@@ -59,7 +59,8 @@ ROWS: list[Case] = [
     _config("config-consensus-votes-above-n", "n: 4\nconsensus: {votes: 5}\n", "consensus.votes: 5 exceeds n (4)"),
     # 6. stages the program would skip
     _config("config-stages-scorer-none", "n: 4\nstages: [{prefix_len: 4, keep: 2}]\n", "stages: scorer 'none' never prunes"),
-    Case("config-scorer-none-over-stages", [*RUN, "--task", "testbed", "--scorer", "none"], 2, "stages: scorer 'none' never prunes"),
+    _config("config-stages-scorer-none-ratio", "n: 4\nscorer: {name: none}\nstages: [{prefix_len: 4, keep_ratio: 0.5}]\n",
+            "stages: scorer 'none' never prunes"),
     # 8. paths are relative to the config file: one that exists only relative to the cwd is ambiguous
     _config("config-path-relative-to-cwd-only", "model: {path: sglang_stop/assets/testbed}\n",
             "model.path: 'sglang_stop/assets/testbed' is relative to the config file's directory", "confs/c.yaml"),
