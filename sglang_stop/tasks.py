@@ -452,9 +452,11 @@ class ReasoningGymTask(Task):
         try:
             return reasoning_gym.create_dataset(self.name, size=size, seed=seed, **options)
         except Exception as e:  # third-party code given user options: TypeError, ValueError, AssertionError, ...
+            why = " ".join(str(e).split()) or type(e).__name__
+            if not options:
+                raise UserError(f"task '{self.spec}': reasoning-gym could not build the dataset: {why}") from None
             bad = self._culprits(options)
             named = ", ".join(f"{k}={_show_option(self.kwargs[k])}" for k in bad)
-            why = " ".join(str(e).split()) or type(e).__name__
             noun = "option" if len(bad) == 1 else "options"
             raise UserError(f"task '{self.spec}': reasoning-gym rejected {noun} {named}: {why}") from None
 
