@@ -270,3 +270,14 @@ def test_real_testbed_module_if_present() -> None:
     for p in t.problems(5, 0):
         assert p.question.startswith("Q") and p.question.endswith("=")
         assert t.is_correct(p, t.extract_answer(f"whatever;A{p.answer}"))
+
+
+def test_rg_failure_without_options_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reasoning_gym
+
+    def broken(*a: object, **k: object) -> None:
+        raise ValueError("boom\nsecond line")
+
+    monkeypatch.setattr(reasoning_gym, "create_dataset", broken)
+    with pytest.raises(UserError, match=r"^task 'chain_sum': reasoning-gym could not build the dataset: boom second line$"):
+        load_task("chain_sum")
