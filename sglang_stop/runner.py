@@ -208,8 +208,7 @@ def _run_all(
                 if on_result is not None:
                     on_result(res)
         pool.shutdown(wait=False, cancel_futures=True)
-        if hasattr(backend, "resume_requests"):
-            backend.resume_requests()
+        _resume_when_done(backend, [f for f in pending if not f.done()])
         if bar is not None:
             bar.close()
     if error is not None:
@@ -217,6 +216,27 @@ def _run_all(
     if cancel is not None and cancel.is_set() and len(out) < len(args):
         raise RunInterrupted(getattr(cancel, "signal_name", "cancel"), already + len(out), already + len(args))
     return out
+
+
+def _resume_when_done(backend: Any, running: list[Future[Any]]) -> None:
+    """Lift an abort once the aborted programs have all unwound (not before: one that was between
+    two generate calls would otherwise carry on decoding)."""
+    if not hasattr(backend, "resume_requests"):
+        return
+    if not running:
+        backend.resume_requests()
+        return
+    left = [len(running)]
+    lock = threading.Lock()
+
+    def one_done(_f: Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                backend.resume_requests()
+
+    for f in running:
+        f.add_done_callback(one_done)
 
 
 def _run_one(backend: Any, a: dict[str, Any]) -> Any:

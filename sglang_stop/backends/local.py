@@ -32,6 +32,7 @@ from sglang.lang.ir import SglSamplingParams
 from transformers.cache_utils import DynamicCache
 
 from sglang_stop.backends.base import PrefixKV, TokenUsage
+from sglang_stop.errors import RunCancelled
 from sglang_stop.kvcache import cache_from_past, past_of
 from sglang_stop.scorers.base import Branch
 
@@ -220,6 +221,10 @@ class LocalBackend(BaseBackend):
 
     def generate(self, s: Any, sampling_params: SglSamplingParams) -> tuple[str, dict[str, Any]]:
         sp = sampling_params
+        if getattr(s, "_sglang_stop_ended", False):
+            raise RunCancelled("branch already ended")
+        if self._cancelled is not None:
+            raise _fresh(self._cancelled)
         state = self._state_for(s, create=True)
         if state.finished:
             return "", {"completion_tokens": 0, "finish_reason": {"type": state.finish_reason}, "cached_tokens": state.kv_len}
@@ -306,6 +311,7 @@ class LocalBackend(BaseBackend):
         )
 
     def release(self, exe: Any) -> None:
+        exe._sglang_stop_ended = True  # a gen still queued on its worker must not revive the branch
         with self._lock:
             self._states.pop(exe.sid, None)
             self._committed.pop(exe.sid, None)
