@@ -1,5 +1,4 @@
-"""Battery rows: report (bad results files and options; nothing decodes). They run once the main CLI adds
-``report_cmd`` and tests/test_battery.py collects ``rows_report.ROWS``."""
+"""Battery rows: report (bad results files and options; nothing decodes)."""
 
 from __future__ import annotations
 
