@@ -57,7 +57,7 @@ class SolveResult(BaseModel):
                 f"{self.tokens} tokens sampled; scorer {self.scorer}, stages {stages}, task {self.task}.")
 
 
-class _Ungraded(Task):
+class UngradedTask(Task):
     """A task's prompt and answer extraction without grading: a question from a caller has no gold answer
     (and a mix task could not even say which component would grade it)."""
 
@@ -218,10 +218,9 @@ def solve(
     tsk = load_task(task or cfg.task or "default")
     if backend is None:
         backend = get_backend(cfg.model)
-    sc = _get_scorer(cfg)
-    sc.prepare(backend)  # a bad checkpoint fails here, before decoding
+    sc = _get_scorer(cfg)  # the runner prepares it (a bad checkpoint fails before decoding)
     problem = Problem(id=question_id(question), question=question, answer="", source=tsk.spec)
-    (res,), _ = run_problems(backend, _Ungraded(tsk), [problem], cfg, concurrency=1, scorer=sc)
+    (res,), _ = run_problems(backend, UngradedTask(tsk), [problem], cfg, concurrency=1, scorer=sc)
     return SolveResult(
         question=question, task=tsk.spec, answer=res.predicted, tokens=res.tokens, paths=res.paths,
         votes=_votes(res.paths, cfg), scorer=cfg.scorer.name,

@@ -96,3 +96,8 @@ def test_votes_follow_the_program():
     assert api._votes(paths, majority) == {"1": 1.0, "2": 2.0}  # the pruned path does not vote
     mean = (0.9 + 0.2 + 0.1 + 0.4) / 4  # the unscored finished path weighs the mean last score
     assert api._votes(paths, weighted) == pytest.approx({"1": 0.9, "2": 0.2 + mean})
+
+
+def test_bad_checkpoint_is_one_user_error(tmp_path):
+    with pytest.raises(UserError, match="scorer.options.checkpoint: .*not a STOP checkpoint"):
+        api.solve(QUESTION, **KW, scorer="stop", checkpoint=str(tmp_path))
