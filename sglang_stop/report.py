@@ -35,6 +35,7 @@ class Run(BaseModel):
     path: str
     header: RecordHeader | None
     results: list[ProblemResult]
+    warnings: list[str] = Field(default_factory=list, description="what reading it left out or found short")
 
     def setting(self, key: str) -> Any:
         """A field of the recorded RuntimeConfig (``scorer``, ``n``, ``stages``), None without a header."""
@@ -126,7 +127,15 @@ def load_run(path: str | Path) -> Run:
         if r.problem_id in seen:
             raise UserError(f"{p}: problem {r.problem_id!r} appears twice (two runs appended to one file?)")
         seen.add(r.problem_id)
-    return Run(path=str(p), header=header, results=results)
+    warnings = []
+    tail = data.rsplit(b"\n", 1)[-1]
+    if tail.strip():  # read_jsonl skips it as an interrupted append
+        warnings.append(f"{p}: the last line has no newline (an interrupted write?); that line is left out")
+    asked = header.settings.get("problems") if header is not None else None
+    if isinstance(asked, int) and len(results) < asked:
+        warnings.append(f"{p}: {len(results)} of the {asked} problems asked are in the file (an interrupted run? "
+                        f"rerun it with --resume to finish)")
+    return Run(path=str(p), header=header, results=results, warnings=warnings)
 
 
 def _check_first_record(p: Path, data: bytes) -> None:
@@ -246,7 +255,7 @@ def build_report(runs: Sequence[Run], *, boot: int = 2000, seed: int = 0) -> Rep
     check_boot(boot)
     names = run_names(runs)
     stats = [run_stats(r, lab, name, boot, seed) for r, lab, name in zip(runs, run_labels(runs), names)]
-    warnings: list[str] = []
+    warnings = [w for r in runs for w in r.warnings]
     paired: list[PairedDiff] = []
     base_ids = {r.problem_id for r in runs[0].results}
     for run, name in zip(runs[1:], names[1:]):

@@ -103,6 +103,18 @@ def test_partial_overlap_warns_and_pairs_on_shared(tmp_path):
     assert len(rep.warnings) == 1 and "8 problems not in both" in rep.warnings[0]
 
 
+def test_short_or_cut_files_warn(tmp_path, capsys):
+    path = _write(tmp_path / "a.jsonl", [_result("p0", True), _result("p1", False)])
+    header = json.loads(path.read_text().splitlines()[0])
+    header["header"]["settings"]["problems"] = 5
+    lines = [json.dumps(header), *path.read_text().splitlines()[1:]]
+    path.write_text("\n".join(lines))  # no newline after the last record
+    res = CliRunner().invoke(report_cmd, [str(path)], catch_exceptions=False)
+    assert "1 problems" in res.output
+    assert "warning: " + str(path) + ": the last line has no newline" in res.stderr
+    assert "1 of the 5 problems asked are in the file" in res.stderr
+
+
 def test_cli_text_table(two_runs):
     out = CliRunner().invoke(report_cmd, [str(p) for p in two_runs], catch_exceptions=False).output
     lines = out.splitlines()
