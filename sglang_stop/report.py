@@ -13,6 +13,7 @@ any figure is drawn.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,9 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{p}: no problem results in the file")
     seen: set[str] = set()
     for r in results:
+        if len(r.path_correct) != len(r.paths):
+            raise UserError(f"{p}: problem {r.problem_id!r}: {len(r.path_correct)} path_correct entries for "
+                            f"{len(r.paths)} paths")
         if r.problem_id in seen:
             raise UserError(f"{p}: problem {r.problem_id!r} appears twice (two runs appended to one file?)")
         seen.add(r.problem_id)
@@ -246,9 +250,12 @@ def paired_diff(base: Run, other: Run, names: tuple[str, str], boot: int, seed: 
                       ci_low=lo, ci_high=hi)
 
 
+MAX_BOOT = 100_000  # resamples x problems indices are held in memory at once
+
+
 def check_boot(boot: int) -> None:
-    if boot < 100:
-        raise UserError(f"--boot: must be >= 100 resamples for a 95% interval, got {boot}")
+    if not 100 <= boot <= MAX_BOOT:
+        raise UserError(f"--boot: must be between 100 (for a 95% interval) and {MAX_BOOT}, got {boot}")
 
 
 def build_report(runs: Sequence[Run], *, boot: int = 2000, seed: int = 0) -> Report:
@@ -398,6 +405,11 @@ def check_png_path(path: str | Path) -> Path:
         raise UserError(f"--png: {p}: the file name must end in .png")
     if p.is_dir():
         raise UserError(f"--png: {p}: is a directory")
+    existing = next(d for d in [p.parent.absolute(), *p.parent.absolute().parents] if d.exists())
+    if not existing.is_dir():
+        raise UserError(f"--png: {p}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--png: {p}: directory {existing} is not writable")
     try:
         import matplotlib  # noqa: F401
     except ImportError:

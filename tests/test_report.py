@@ -162,15 +162,19 @@ def test_cli_json_and_png(two_runs, tmp_path):
         (lambda t: _write(t / "g.jsonl", [_result("p0", True), _result("p0", False)]), [], "'p0' appears twice"),
         (lambda t: _write(t / "h.jsonl", [_result("p0", True)]), ["--problem", "p9"], "--problem: no problem 'p9'"),
         (lambda t: _write(t / "i.jsonl", [_result("p0", True)]), ["--png", "x.pdf"], "--png: x.pdf: the file name"),
-        (lambda t: _write(t / "j.jsonl", [_result("p0", True)]), ["--boot", "10"], "--boot: must be >= 100"),
+        (lambda t: _write(t / "j.jsonl", [_result("p0", True)]), ["--boot", "10"], "--boot: must be between 100"),
+        (lambda t: _write(t / "k.jsonl", [_result("p0", True)]), ["--boot", "10000000"], "and 100000, got"),
+        (lambda t: _write(t / "l.jsonl", [_result("p0", True)]), ["--png", "{tmp}/l.jsonl/x.png"], "is a file, not a dir"),
+        (lambda t: _write(t / "m.jsonl", [_result("p0", True).model_copy(update={"path_correct": [True]})]), [],
+         "'p0': 1 path_correct entries for 4 paths"),
     ],
     ids=["missing", "directory", "other-kind", "not-results", "bad-record", "bad-json", "empty", "duplicate",
-         "unknown-problem", "png-suffix", "boot"],
+         "unknown-problem", "png-suffix", "boot-low", "boot-high", "png-under-file", "path-correct-length"],
 )
 def test_errors_one_line(tmp_path, capsys, make, extra, fragment):
     path = make(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        main([str(path), *extra])
+        main([str(path), *(a.format(tmp=tmp_path) for a in extra)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
