@@ -230,6 +230,9 @@ def test_convert_refuses_other_base_and_prints_json(model, ckpt, base_dir, tmp_p
     assert main([str(ckpt), str(tmp_path / "other2"), str(tmp_path / "shapes"), "--no-weights-check"]) == 0
     w = warnings(capsys.readouterr().err)
     assert len(w) == 1 and "not hashed" in w[0]
+    assert main([str(tmp_path / "nope"), str(base_dir), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'nope'}: not a directory (expected a STOP checkpoint)"]
     with pytest.raises(SystemExit) as e:
         main([str(ckpt)])
     assert e.value.code == 2

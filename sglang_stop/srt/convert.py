@@ -133,6 +133,8 @@ def check_base(ckpt: Path, base: Path, *, check_weights: bool = True) -> BaseMod
     ``base_model`` with the loader's own :func:`check_base_model`. Returns what was read of the base."""
     from sglang_stop.training.checkpoint import BaseModelInfo, check_base_model, check_shapes, read_config
 
+    if not ckpt.is_dir():
+        raise UserError(f"{ckpt}: not a directory (expected a STOP checkpoint)")
     f = base / "config.json"
     if not f.is_file():
         raise UserError(f"{base}: not a Hugging Face model directory (no config.json)")
