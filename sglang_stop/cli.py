@@ -45,6 +45,13 @@ def _build_config(
         data["stages"] = [{"prefix_len": prefix_len, "keep": keep}]
     if scorer is not None:
         data["scorer"] = {"name": scorer, "options": data["scorer"]["options"] if data["scorer"]["name"] == scorer else {}}
+        from sglang_stop.scorers import scorer_class
+
+        if not scorer_class(scorer).prunes and prefix_len is None and data["stages"]:
+            if config is not None:  # the user's own file: say what is dropped
+                click.echo(f"warning: --scorer {scorer} never prunes: ignoring the {len(data['stages'])} prune "
+                           f"stage(s) of {config}", err=True)
+            data["stages"] = []
     if seed is not None:
         data["seed"] = seed
     if model is not None:
@@ -57,7 +64,7 @@ def _build_config(
         if data["scorer"]["name"] != "stop":
             raise UserError(f"--checkpoint: only the stop scorer takes a checkpoint (scorer is {data['scorer']['name']!r})")
         data["scorer"]["options"] = {**data["scorer"]["options"], "checkpoint": checkpoint}
-    src = "command line" if config is None else f"{config} + command line"
+    src = "packaged default + command line" if config is None else f"{config} + command line"
     cfg = config_from_dict(data, src)
     from sglang_stop.scorers import scorer_class
 

@@ -50,7 +50,7 @@ def reference(tmp_path_factory) -> dict[str, tuple]:
 def start(out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "sglang_stop.cli", *ARGS, "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 
 def wait_for_results(p: subprocess.Popen[str], out: Path, at_least: int, timeout: float = 240) -> None:

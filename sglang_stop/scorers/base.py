@@ -49,9 +49,10 @@ class ScoreContext:
 
 
 class ScorerOptions(BaseModel):
-    """Base for per-scorer options; unknown keys are errors."""
+    """Base for per-scorer options; unknown keys are errors, and values are not coerced (``true`` is
+    not 1, ``"8"`` is not 8)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Scorer(ABC):

@@ -47,7 +47,9 @@ def run_cli(argv: list[str], *, timeout: float = 60.0, env: dict[str, str] | Non
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``sglang-stop ...`` / ``stop-advise ...`` as a user would (a fresh process)."""
     cmd = [sys.executable, "-m", ENTRY[argv[0]], *argv[1:]]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # one torch thread: the tiny models gain nothing from two, and two spin-wait badly when the
+    # machine's two cores are shared with other jobs
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env=full_env,
                           stdin=subprocess.DEVNULL)
 
