@@ -147,6 +147,12 @@ def run(
     """Run parallel reasoning with pruning on a task's problems and report accuracy and tokens."""
     from sglang_stop.run_command import RunRequest, execute_run
 
+    if server:
+        for flag, given in (("--model", model), ("--threads", threads), ("--checkpoint", checkpoint)):
+            if given is not None:
+                click.echo(f"warning: {flag} is ignored with --server (the server runs its own model and adapter)",
+                           err=True)
+
     cfg = _build_config(config, n=n, prefix_len=prefix_len, keep=keep, scorer=scorer, seed=seed, model=model,
                         max_new_tokens=max_new_tokens, checkpoint=checkpoint, scorer_options=scorer_options)
     _set_threads(threads)
