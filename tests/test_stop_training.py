@@ -163,3 +163,17 @@ def test_label_and_train_json_on_the_testbed(tmp_path):
     assert out["out"] == str(ck) and out["best"]["epoch"] == 1 and "epoch 1:" in r.stderr
     meta = json.loads((ck / "assess_token_config.json").read_text())
     assert meta["base_model"]["weights_hash"] == h.model["weights_hash"]
+
+
+def test_problems_jsonl_rows_checked_and_ids_as_strings(tmp_path):
+    from sglang_stop.training.cli import _read_problems_jsonl
+
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": 1, "question": "Q1+2=", "answer": 3}\n\n{"id": "b", "question": "Q2+2=", "answer": "4"}')
+    rows = _read_problems_jsonl(str(f))
+    assert [(r["id"], r["answer"]) for r in rows] == [("1", "3"), ("b", "4")]  # last line kept without a newline
+    f.write_text('{"id": 1, "question": 5, "answer": 3}\n')
+    with pytest.raises(UserError, match="p.jsonl:1: question: expected a string"):
+        _read_problems_jsonl(str(f))
+    with pytest.raises(UserError, match="nope.jsonl: file not found"):
+        _read_problems_jsonl(str(tmp_path / "nope.jsonl"))

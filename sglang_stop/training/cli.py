@@ -49,7 +49,9 @@ def _read_problems_jsonl(path: str) -> list[dict]:
         missing = {"id", "question", "answer"} - set(r)
         if missing:
             raise UserError(f"{p}:{i}: missing {sorted(missing)}")
-        rows.append(r)
+        if not isinstance(r["question"], str):
+            raise UserError(f"{p}:{i}: question: expected a string, got {type(r['question']).__name__}")
+        rows.append({**r, "id": str(r["id"]), "answer": str(r["answer"])})  # ids/answers may be numbers
     if not rows:
         raise UserError(f"--problems-jsonl: {p}: no problems")
     return rows
@@ -161,7 +163,8 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
         _warn(f"--split {split}: ignored (it picks the testbed task's problems; "
               f"{'--problems-jsonl gives them' if problems_jsonl else f'task is {the_task.spec!r}'})")
     split = (split or "label") if testbed_split else None
-    settings = {"task": the_task.spec, "split": split, "problems_jsonl": problems_jsonl}
+    settings = {"task": the_task.spec, "split": split,
+                "problems_jsonl": str(Path(problems_jsonl).resolve()) if problems_jsonl else None}
     probs = _problems(the_task, problems_jsonl, n, seed, split or "label")
     out_p = Path(out)
     if out_p.is_dir():
