@@ -24,6 +24,18 @@ class _Group(click.Group):
     """UserError, and click's own usage errors (a bad or missing option), -> one line on stderr,
     exit 2 (never a traceback, never a multi-line usage dump)."""
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The console script and ``python -m advisor.cli`` run under the project's one CLI policy
+        (sglang_stop.cli_errors: signals end with one line and 130/143, a bug keeps its traceback).
+        Tests that call ``main.main(...)`` through click's CliRunner are unaffected."""
+        from sglang_stop.cli_errors import run_cli_group
+
+        argv = list(args[0]) if args and args[0] is not None else sys.argv[1:]
+        if not argv:  # bare `stop-advise`: the help, not "error: Usage: ..."
+            click.echo(self.get_help(click.Context(self, info_name="stop-advise")))
+            sys.exit(0)
+        run_cli_group(self, argv)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -39,8 +51,8 @@ def _fail(msg: str) -> None:
 
 
 def _emit(as_json: bool, obj: Any, text: str) -> None:
-    """--json: one JSON object on stdout; otherwise a short human-readable summary."""
-    click.echo(json.dumps(obj, indent=2, default=str) if as_json else text)
+    """--json: one JSON object on one stdout line; otherwise a short human-readable summary."""
+    click.echo(json.dumps(obj, default=str) if as_json else text)
 
 
 def _warn(msg: str) -> None:
@@ -131,7 +143,8 @@ def main() -> None:
 @click.option("--constants", default="paper", show_default=True, help="'paper' or a constants file from `fit`")
 @click.option("--json", "as_json", is_flag=True, help="print {inverse_ratio, keep_ratio}")
 def guideline(budget: float, prefix_len: float, task_len: float, constants: str, as_json: bool) -> None:
-    """Eq. 7: 1/gamma = a * C^b * Lp^c * Lt^-d (all in units of 1024 tokens)."""
+    """The paper's guideline (its Eq 7) for the keep ratio: 1/gamma = a * C^b * Lp^c * Lt^-d, in units
+    of 1024 tokens."""
     from advisor.guideline import inverse_ratio, load_constants
 
     for opt, v in (("--budget", budget), ("--prefix-len", prefix_len), ("--task-len", task_len)):
@@ -370,24 +383,25 @@ def plot(calib: tuple[str, ...], out: str, budget: float | None, max_stages: int
 @click.option("--trials", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--max-stages", default=1, show_default=True)
+@click.option("--draws", default=128, show_default=True, help="random path subsets per problem")
 @click.option("--selection", "selections", type=click.Choice(["best", "robust"]), multiple=True,
               help="selection rule(s) to judge, on the same splits (repeatable; default: best)")
 @click.option("--json", "as_json", is_flag=True)
 def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, splits: int, trials: int, seed: int,
-           max_stages: int, selections: tuple[str, ...], as_json: bool) -> None:
+           max_stages: int, draws: int, selections: tuple[str, ...], as_json: bool) -> None:
     """Benchmark: recommend on training problems, compare with the exhaustive grid's best on held-out ones."""
     from advisor.validate import holdout_regret
 
     for b in budgets:
         _tokens("--budget", b)
-    _check_search(trials, 1, max_stages)
+    _check_search(trials, draws, max_stages)
     _at_least("--splits", splits)
     if not 0 < holdout < 1:
         raise UserError(f"--holdout: must be a fraction strictly between 0 and 1, got {holdout}")
     rules = selections or ("best",)
     cs = _load(calib)
     _stages_fit(cs, max_stages)
-    rows = holdout_regret(cs, list(budgets), holdout=holdout, seed=seed, trials=trials,
+    rows = holdout_regret(cs, list(budgets), holdout=holdout, seed=seed, trials=trials, draws=draws,
                           max_stages=max_stages, splits=splits, selections=rules)
     lines = [f"{'split':>5} {'budget':>9} {'rule':>6} {'rec acc':>8} {'oracle':>7} {'regret':>7} {'grid':>6} "
              f"{'vs grid':>7} {'tokens':>9} {'secs':>5}  recommended | held-out oracle"]

@@ -241,7 +241,7 @@ def test_every_command_prints_one_json_object(small_set, tmp_path):
     for c in cmds:
         r = _run(*c, "--json")
         assert r.exit_code == 0, (c, r.output)
-        assert isinstance(json.loads(r.stdout), dict), c
+        assert isinstance(json.loads(r.stdout), dict) and r.stdout.strip().count("\n") == 0, c
         human = _run(*c)
         assert human.exit_code == 0 and human.stdout.strip() and not human.stdout.lstrip().startswith(("{", "[")), c
 

@@ -118,6 +118,8 @@ ROWS: list[Case] = [
          2, "--budget: must be a positive, finite", _synth),
     Case("advise-regret-holdout-1", ["stop-advise", "regret", "--calib", C, "--budget", "600", "--holdout", "1"], 2,
          "--holdout: must be a fraction strictly between 0 and 1", _synth),
+    Case("advise-regret-draws-0", ["stop-advise", "regret", "--calib", C, "--budget", "600", "--draws", "0"], 2,
+         "--draws: must be >= 1", _synth),
     Case("advise-regret-splits-0", ["stop-advise", "regret", "--calib", C, "--budget", "600", "--splits", "0"], 2,
          "--splits: must be >= 1", _synth),
     Case("advise-guideline-budget-inf", ["stop-advise", "guideline", "--budget", "inf", "--prefix-len", "64",
