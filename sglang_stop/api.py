@@ -25,7 +25,7 @@ from sglang_stop.errors import UserError
 from sglang_stop.program import PathRecord
 from sglang_stop.runner import make_backend, run_problems
 from sglang_stop.scorers import Scorer, make_scorer, scorer_class
-from sglang_stop.tasks import Problem, Task, load_task
+from sglang_stop.tasks import Problem, Task, UngradedTask, load_task
 
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "default.yaml"
 SOURCE = "solve()"  # how config errors from keyword overrides are attributed
@@ -55,29 +55,6 @@ class SolveResult(BaseModel):
         answer = self.answer if self.answer is not None else "(no answer)"
         return (f"Answer {answer} (votes {votes}) from {len(self.paths)} paths, {pruned} pruned{extra}; "
                 f"{self.tokens} tokens sampled; scorer {self.scorer}, stages {stages}, task {self.task}.")
-
-
-class UngradedTask(Task):
-    """A task's prompt and answer extraction without grading: a question from a caller has no gold answer
-    (and a mix task could not even say which component would grade it)."""
-
-    def __init__(self, task: Task) -> None:
-        super().__init__(task.spec)
-        self.inner = task
-        self.default_prompt = task.default_prompt
-        self.chat_template = task.chat_template
-
-    def problems(self, n: int, seed: int = 0) -> list[Problem]:
-        raise NotImplementedError("an ungraded task has no problem source")
-
-    def extract_answer(self, text: str) -> str | None:
-        return self.inner.extract_answer(text)
-
-    def format_prompt(self, question: str, prompt: str | None = None) -> str:
-        return self.inner.format_prompt(question, prompt)
-
-    def is_correct(self, problem: Problem, extracted: str | None) -> bool:
-        return False
 
 
 def _set_path(data: dict[str, Any], dotted: list[str], value: Any, key: str) -> None:

@@ -15,7 +15,7 @@ from sglang_stop.io import JsonlAppender, RecordHeader, check_header, open_recor
 from sglang_stop.runner import ProblemResult, RunSummary, load_problems, make_backend, run_problems
 from sglang_stop.signals import cancel_on_signals
 from sglang_stop.tables import key_values
-from sglang_stop.tasks import Problem, Task, load_task
+from sglang_stop.tasks import Problem, Task, UngradedTask, load_task
 
 QUESTION_ID = "question"
 
@@ -98,6 +98,7 @@ def execute_run(req: RunRequest) -> tuple[RunSummary, str]:
         if not req.question.strip():
             raise UserError("--question: empty")
         problems = [Problem(id=QUESTION_ID, question=req.question, answer="", source=task.spec)]
+        task = UngradedTask(task)  # no gold answer (and a mix could not say which part would grade it)
     else:
         problems = load_problems(task, req.problems, cfg.seed)
     header = results_header(cfg, task, len(problems))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.battery import Case, error_lines, expand, run_cli
-from tests.battery import rows_config, rows_run, rows_training, rows_advisor, rows_server
+from tests.battery import rows_advisor, rows_config, rows_report, rows_run, rows_server, rows_training
 
 ROWS: list[Case] = [
     *rows_config.ROWS,
@@ -13,6 +13,7 @@ ROWS: list[Case] = [
     *rows_training.ROWS,
     *rows_advisor.ROWS,
     *rows_server.ROWS,
+    *rows_report.ROWS,
 ]
 
 
