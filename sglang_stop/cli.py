@@ -33,10 +33,13 @@ def _build_config(
     max_new_tokens: int | None = None,
     checkpoint: str | None = None,
     scorer_options: str | None = None,
+    drop_stages: bool = False,
 ) -> RuntimeConfig:
     """The config file (or the packaged default) with command-line overrides, validated as one."""
     base = load_config(config) if config else load_config(DEFAULT_CONFIG)
     data: dict[str, Any] = base.model_dump()
+    if drop_stages:  # calibrate records its own prune points; the config's stages do not apply
+        data["stages"] = []
     if n is not None:
         data["n"] = n
     if prefix_len is not None or keep is not None:
@@ -185,7 +188,7 @@ def calibrate(
     from sglang_stop.runner import make_backend
 
     lens = _int_list("--prefix-lens", prefix_lens)
-    cfg = _build_config(config, seed=seed, model=model, max_new_tokens=max_new_tokens)
+    cfg = _build_config(config, seed=seed, model=model, max_new_tokens=max_new_tokens, drop_stages=True)
     names = [x.strip() for x in scorer_names.split(",") if x.strip()]
     from sglang_stop.scorers import scorer_class
 

@@ -158,8 +158,8 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
 
 
 def weights_hash(model: Any) -> str:
-    """A short fingerprint of a model's weights (names, shapes, dtypes and a strided sample of every
-    tensor), cached on the model. Two bases with the same shapes but other weights differ, so a STOP
+    """A short fingerprint of a model's weights (names, shapes and a strided sample of every tensor,
+    rounded to bf16 so the load precision does not change it), cached on the model. Two bases with the same shapes but other weights differ, so a STOP
     checkpoint or a record file can refuse a base it was not made on; ~0.1 s for SmolLM2-135M."""
     cached = getattr(model, "_sglang_stop_weights_hash", None)
     if cached is not None:
@@ -171,8 +171,9 @@ def weights_hash(model: Any) -> str:
         for name, t in sorted(model.state_dict().items()):
             flat = t.detach().reshape(-1)
             step = max(1, flat.numel() // 4096)
-            sample = flat[::step][:4096].to(device="cpu", dtype=torch.float32).contiguous()
-            h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+            # rounded to bf16, so the same weights loaded at fp32, fp16 or bf16 hash alike
+            sample = flat[::step][:4096].to(device="cpu", dtype=torch.bfloat16).to(torch.float32).contiguous()
+            h.update(f"{name}|{tuple(t.shape)}|".encode())
             h.update(sample.numpy().tobytes())
     digest = h.hexdigest()
     try:

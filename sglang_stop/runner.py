@@ -130,8 +130,8 @@ def run_problems(
         )
     tok = backend.tokenizer
     prompts = [format_prompt(task, cfg, tok, p.question) for p in problems]
-    check_prompts_fit(backend, prompts, problems, cfg)
     scorer.prepare(backend)
+    check_prompts_fit(backend, prompts, problems, cfg)
     args = [
         {
             "prompt": prompt,

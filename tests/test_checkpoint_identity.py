@@ -71,13 +71,21 @@ def test_authors_file_without_base_loads_with_one_warning(model, ckpt, tmp_path,
     assert len(w) == 1 and "records no base model" in w[0] and "cannot verify" in w[0]
 
 
-def test_hash_at_another_dtype_is_a_warning_not_a_refusal():
+def test_hash_is_compared_whatever_the_load_dtype():
     rec = BaseModelInfo(hidden_size=8, num_hidden_layers=2, vocab_size=10, name="m", weights_hash="aa", dtype="float32")
-    same = rec.model_copy()
-    check_base_model(Path("x"), rec, same)  # no raise
+    check_base_model(Path("x"), rec, rec.model_copy(update={"dtype": "bfloat16"}))  # same weights, other dtype
     with pytest.raises(UserError, match="weights aa"):
         check_base_model(Path("x"), rec, rec.model_copy(update={"weights_hash": "bb"}))
-    check_base_model(Path("x"), rec, rec.model_copy(update={"weights_hash": "bb", "dtype": "bfloat16"}))
+    with pytest.raises(UserError, match="weights aa"):
+        check_base_model(Path("x"), rec, rec.model_copy(update={"weights_hash": "bb", "dtype": "bfloat16"}))
+
+
+def test_weights_hash_does_not_depend_on_the_load_dtype():
+    from sglang_stop.models import load_model, weights_hash
+    from sglang_stop.testbed import asset_dir
+
+    hashes = {weights_hash(load_model(asset_dir(), device="cpu", dtype=d)[0]) for d in ("float32", "bfloat16")}
+    assert len(hashes) == 1
 
 
 def test_committed_testbed_checkpoint_verifies_without_warning(capsys):

@@ -50,8 +50,8 @@ class BaseModelInfo(BaseModel):
     num_key_value_heads: int | None = None
     name_or_path: str | None = None
     name: str | None = Field(None, description="model_identity name of the base")
-    weights_hash: str | None = Field(None, description="models.weights_hash of the base as loaded (dtype below)")
-    dtype: str | None = Field(None, description="parameter dtype the hash was taken at (it depends on it)")
+    weights_hash: str | None = Field(None, description="models.weights_hash of the base (independent of the load dtype)")
+    dtype: str | None = Field(None, description="parameter dtype the base was trained at (informational)")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **identity: Any) -> BaseModelInfo:
@@ -95,9 +95,9 @@ SHAPE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", 
 def check_base_model(where: Path, recorded: BaseModelInfo | None, have: BaseModelInfo) -> None:
     """Refuse a checkpoint made for another base (``where`` names the checkpoint's config file).
 
-    Shapes are compared field by field; the weights hash when both sides have one taken at the same
-    dtype (it depends on the dtype; otherwise, and for the authors' files, which record no base, one
-    ``warning:`` line says the base could not be verified). Shared by :func:`load_checkpoint` and
+    Shapes are compared field by field, then the weights hash (bf16-rounded, so the same base loaded
+    at another precision still matches); for the authors' files, which record no base, one
+    ``warning:`` line says the base could not be verified. Shared by :func:`load_checkpoint` and
     ``srt/convert.py``.
     """
     if recorded is None:
@@ -109,9 +109,6 @@ def check_base_model(where: Path, recorded: BaseModelInfo | None, have: BaseMode
     elif have.weights_hash is None:
         _warn(f"{where}: the base's weights were not hashed; only its shapes were checked against "
               f"{recorded.describe()}")
-    elif recorded.dtype != have.dtype:
-        _warn(f"{where}: base weights were hashed at {recorded.dtype}, the loaded model is {have.dtype}; "
-              f"cannot verify it was trained for {have.describe()}")
     elif recorded.weights_hash != have.weights_hash:
         raise UserError(
             f"{where}: trained for base {recorded.describe()}, but the loaded model is {have.describe()}: "

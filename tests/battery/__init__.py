@@ -34,6 +34,10 @@ class Case:
     setup: Callable[[Path], dict[str, str]] | None = None
     timeout: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
+    # signal rows: send this signal once ``{tmp}/out.jsonl`` holds ``signal_after`` results; the
+    # fragment is then expected on the last stderr line (a signal is not an error)
+    signal: str | None = None
+    signal_after: int = 1
 
 
 def expand(case: Case, tmp: Path) -> list[str]:
@@ -41,6 +45,20 @@ def expand(case: Case, tmp: Path) -> list[str]:
     if case.setup is not None:
         subs.update(case.setup(tmp))
     return [a.format(**subs) for a in case.argv]
+
+
+def popen_cli(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", ENTRY[argv[0]], *argv[1:]]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def result_lines(path: Path) -> int:
+    """Records in a JSONL file, its header line not counted."""
+    if not path.exists():
+        return 0
+    return sum(1 for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith('{"header"'))
 
 
 def run_cli(argv: list[str], *, timeout: float = 60.0, env: dict[str, str] | None = None,
