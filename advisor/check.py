@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from advisor.calibration import CalibRecord, load_calibration
 from sglang_stop.aggregate import majority_vote
+from sglang_stop.policy import kept_positions, vote_weights
 from sglang_stop.config import RuntimeConfig
 from sglang_stop.errors import UserError
 from sglang_stop.io import read_header, read_jsonl
@@ -63,15 +64,12 @@ def replay_first_paths(rec: CalibRecord, cfg: RuntimeConfig) -> ReplayedProblem:
         scores = {i: paths[i].scores[name][L] for i in still}
         last.update(scores)
         k = stage.kept(len(still))
-        keep = set(sorted(still, key=lambda i: (-scores[i], i))[:k])
+        keep = {still[j] for j in kept_positions([scores[i] for i in still], still, k)}
         for i in still:
             if i not in keep:
                 cap[i] = L
         alive = [i for i in alive if i not in set(still) - keep]
-    weights = None
-    if cfg.aggregation.method == "weighted" and last:
-        mean = sum(last.values()) / len(last)
-        weights = [last.get(i, mean) for i in alive]
+    weights = vote_weights(last, alive) if cfg.aggregation.method == "weighted" else None
     answer = majority_vote([paths[i].answer for i in alive], weights)
     correct = answer is not None and any(p.correct and p.answer == answer for p in rec.paths)
     return ReplayedProblem(answer=answer, correct=correct, tokens=sum(cap), kept=alive)

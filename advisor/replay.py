@@ -24,7 +24,6 @@ interval is that of one real run over a problem set of the same size (problem an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -32,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from advisor.calibration import CalibrationSet
+from sglang_stop import policy
 from sglang_stop.errors import UserError
 
 Aggregation = Literal["majority", "weighted"]
@@ -248,5 +248,5 @@ class Replayer:
 
 
 def keep_count(alive: int, ratio: float) -> int:
-    """The runtime's keep_ratio rule: ceil, at least 1, at most alive."""
-    return max(1, min(alive, math.ceil(alive * ratio - 1e-9)))
+    """Paths a ``ratio`` stage keeps of ``alive``: the runtime's own rule (sglang_stop.policy)."""
+    return policy.keep_count(alive, keep_ratio=ratio)

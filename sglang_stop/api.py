@@ -19,7 +19,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from sglang_stop.aggregate import vote_counts
 from sglang_stop.config import ModelSpec, RuntimeConfig, config_from_dict, load_config
 from sglang_stop.errors import UserError
 from sglang_stop.program import PathRecord
@@ -158,18 +157,6 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.blake2b(question.encode(), digest_size=6).hexdigest()
 
 
-def _votes(paths: list[PathRecord], cfg: RuntimeConfig) -> dict[str, float]:
-    """The program's vote: paths neither pruned nor stopped by consensus; with weighted aggregation each
-    weighs its last score, an unscored one the mean last score of every scored path."""
-    voters = [p for p in paths if p.pruned_at is None and not p.stopped_by_consensus]
-    last = [p.scores[-1] for p in paths if p.scores]
-    weights = None
-    if cfg.aggregation.method == "weighted" and last:
-        mean = sum(last) / len(last)
-        weights = [p.scores[-1] if p.scores else mean for p in voters]
-    return vote_counts([p.answer for p in voters], weights)
-
-
 def solve(
     question: str,
     task: str | None = None,
@@ -200,7 +187,7 @@ def solve(
     (res,), _ = run_problems(backend, UngradedTask(tsk), [problem], cfg, concurrency=1, scorer=sc)
     return SolveResult(
         question=question, task=tsk.spec, answer=res.predicted, tokens=res.tokens, paths=res.paths,
-        votes=_votes(res.paths, cfg), scorer=cfg.scorer.name,
+        votes=res.votes, scorer=cfg.scorer.name,
         stages=[s.model_dump(exclude_none=True) for s in cfg.stages],
     )
 

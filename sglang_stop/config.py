@@ -11,7 +11,6 @@ from any working directory; in-memory configs built in Python keep the process's
 from __future__ import annotations
 
 import json
-import math
 import os
 import string
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sglang_stop.errors import UserError
+from sglang_stop.policy import keep_count
 
 SCHEMA_VERSION = 1
 
@@ -62,9 +62,8 @@ class PruneStage(_Strict):
         return self
 
     def kept(self, alive: int) -> int:
-        if self.keep is not None:
-            return min(self.keep, alive)
-        return max(1, min(alive, math.ceil(alive * float(self.keep_ratio))))  # type: ignore[arg-type]
+        """Paths kept of ``alive`` (the one rule: sglang_stop.policy.keep_count)."""
+        return keep_count(alive, self.keep, self.keep_ratio)
 
 
 class ScorerSpec(_Strict):

@@ -1,5 +1,5 @@
-"""Which paths survive a prune point: the one ranking rule (pure; the program calls it, and the
-advisor's replay must agree with it).
+"""The pruning and voting rules, written once (pure functions): how many paths a stage keeps, which
+ones, and how votes are weighted. The program, the advisor's exact check and its replay all call these.
 
 Higher score first; scores equal up to float noise are ties, broken by path index. Noise matters:
 the same prefix scored in a different batch shape (continuous batching admits branches in
@@ -9,7 +9,8 @@ keep different paths from run to run and a resumed run would not reproduce an un
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 SCORE_TIE_RTOL = 1e-6  # relative gap below which two scores are the same score
 
@@ -33,3 +34,23 @@ def _same(a: float, b: float) -> bool:
 def kept_positions(scores: Sequence[float], indices: Sequence[int], k: int) -> set[int]:
     """The positions of the ``k`` best paths."""
     return set(rank_paths(scores, indices)[:k])
+
+
+def keep_count(alive: int, keep: int | None = None, keep_ratio: float | None = None) -> int:
+    """Paths a stage keeps of ``alive``: ``keep`` (at most alive), or ``ceil(alive * keep_ratio)``, at
+    least 1. The product is read up to float noise (920 * 0.55 is 506, not 506.00000000000006 -> 507)."""
+    if keep is not None:
+        return min(keep, alive)
+    if keep_ratio is None:
+        raise ValueError("give keep or keep_ratio")
+    return max(1, min(alive, math.ceil(alive * keep_ratio - 1e-9)))
+
+
+def vote_weights(last_scores: Mapping[int, float], voters: Sequence[int]) -> list[float] | None:
+    """Weights of a weighted vote: each voter weighs its last stage's score; a voter never scored (it
+    finished before the first prune point) weighs the mean of all last scores. None when nothing was
+    scored: the vote is then a plain majority."""
+    if not last_scores:
+        return None
+    mean = sum(last_scores.values()) / len(last_scores)
+    return [last_scores.get(i, mean) for i in voters]

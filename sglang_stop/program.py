@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from sglang_stop.aggregate import majority_vote
 from sglang_stop.config import RuntimeConfig
-from sglang_stop.policy import kept_positions
+from sglang_stop.policy import kept_positions, vote_weights
 from sglang_stop.scorers.base import ScoreContext, Scorer
 
 # SGLang's executor thread warns with a full traceback for every failed branch; the program re-raises
@@ -185,10 +185,7 @@ def parallel_reasoning(
     paths = [records[i] for i in sorted(records)]
     voters = [p for p in paths if p.pruned_at is None and not p.stopped_by_consensus]
     answers = [p.answer for p in voters]
-    weights = None
-    if cfg.aggregation.method == "weighted" and last_scores:
-        mean = sum(last_scores.values()) / len(last_scores)
-        weights = [last_scores.get(p.index, mean) for p in voters]
+    weights = vote_weights(last_scores, [p.index for p in voters]) if cfg.aggregation.method == "weighted" else None
     answer = majority_vote(answers, weights)
     votes: dict[str, float] = {}
     for a, w in zip(answers, weights or [1.0] * len(answers)):

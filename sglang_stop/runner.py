@@ -35,6 +35,7 @@ class ProblemResult(BaseModel):
     tokens: int
     paths: list[PathRecord]
     path_correct: list[bool] = Field(description="per path (by index): its own extracted answer is right")
+    votes: dict[str, float] = Field(default_factory=dict, description="the program's vote: answer -> votes/weight")
 
 
 class RunSummary(BaseModel):
@@ -273,6 +274,7 @@ def _result(task: Task, p: Problem, res: Any) -> ProblemResult:
         tokens=res.tokens,
         paths=res.paths,
         path_correct=[task.is_correct(p, path.answer) for path in res.paths],
+        votes=res.votes,
     )
 
 

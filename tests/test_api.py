@@ -7,7 +7,6 @@ import pytest
 
 from sglang_stop import api
 from sglang_stop.errors import UserError
-from sglang_stop.program import PathRecord
 from tests.battery import TESTBED, TESTBED_STOP
 
 QUESTION = "Q4+4+1-8-4="  # 4+4=8;8+1=9;9-8=1;1-4=-3;A-3
@@ -82,20 +81,6 @@ def test_build_config_overrides():
     assert api.build_config(scorer="none").stages == []  # the packaged default's stage is dropped for none
     with pytest.raises(UserError, match="stages: scorer 'none' never prunes"):  # a caller's own stages are not
         api.build_config({"n": 4, "stages": [{"prefix_len": 8, "keep": 2}]}, scorer="none")
-
-
-def _path(i: int, answer: str | None, scores: list[float], pruned: int | None = None) -> PathRecord:
-    return PathRecord(index=i, text="", answer=answer, tokens=1, finished=True, pruned_at=pruned, scores=scores)
-
-
-def test_votes_follow_the_program():
-    paths = [_path(0, "1", [0.9]), _path(1, "2", [0.2]), _path(2, "2", [], None), _path(3, "1", [0.1], pruned=0),
-             _path(4, None, [0.4])]
-    majority = api.build_config(n=5)
-    weighted = api.build_config(n=5, scorer="stop", aggregation={"method": "weighted"})
-    assert api._votes(paths, majority) == {"1": 1.0, "2": 2.0}  # the pruned path does not vote
-    mean = (0.9 + 0.2 + 0.1 + 0.4) / 4  # the unscored finished path weighs the mean last score
-    assert api._votes(paths, weighted) == pytest.approx({"1": 0.9, "2": 0.2 + mean})
 
 
 def test_bad_checkpoint_is_one_user_error(tmp_path):
