@@ -56,6 +56,9 @@ class StopScorer(Scorer):
             if self.options.checkpoint is not None:  # type: ignore[attr-defined]
                 click.echo(f"warning: scorer.options.checkpoint {self.options.checkpoint}: ignored against a server, "  # type: ignore[attr-defined]
                            "which scores with the adapter it was launched with", err=True)
+            check = getattr(backend, "check_stop_adapter", None)
+            if check is not None:  # a server without the plugin or the adapter fails here, before decoding
+                check()
             return
         if self.options.checkpoint is None:  # type: ignore[attr-defined]
             raise UserError("scorer.options.checkpoint: the in-process stop scorer needs a checkpoint directory")

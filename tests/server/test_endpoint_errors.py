@@ -74,3 +74,16 @@ def test_check_stop_adapter_names_the_missing_plugin():
         msg = str(_error(StopEndpoint(srv.url).check_stop_adapter))
     assert msg.startswith(f"server {srv.url}: no /stop/adapters route") and "sglang-stop plugin" in msg
 
+
+
+def test_stop_scorer_prepare_asks_the_server_for_the_adapter():
+    """`--scorer stop --server URL` against a server without the plugin fails in prepare, before decoding."""
+    from sglang_stop.scorers import make_scorer
+
+    with fake_server("no-plugin", TESTBED) as srv:
+        ep = StopEndpoint(srv.url)
+        try:
+            msg = str(_error(make_scorer("stop", {}).prepare, ep))
+        finally:
+            ep.shutdown()
+    assert msg.startswith(f"server {srv.url}: no /stop/adapters route")
