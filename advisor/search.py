@@ -3,6 +3,13 @@
 The space is finite (categorical N, prune points, keep ratios, scorer, vote), so the exhaustive grid
 is the ground truth the Optuna search is benchmarked against (regret). Budgets are expected generated
 tokens per problem, summed over all N paths.
+
+A study in a shared storage (``--storage``: a sqlite file, any RDB URL, or ``journal:///path`` for
+Optuna's journal file) can be searched by several worker processes at once: each adds sampled trials
+until the study holds ``n_trials`` of them in total (a claim check, exact even when workers race),
+then the polish runs as shared enqueued trials, and every worker's result reads the whole study. A
+dead worker's RUNNING trial is failed once its heartbeat goes stale (Optuna's RDB heartbeat; the
+same for the journal through ``_JournalHeartbeat``), so a SIGKILL loses no finished trial.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -138,28 +146,184 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> ReplayConfig:
     return make_config(n, scorer, space.vote(scorer, agg), stages)
 
 
+JOURNAL = "journal://"
+_HEARTBEAT_ATTR = "stop_heartbeat"
+_GRACE_BEATS = 3  # a RUNNING trial silent for this many heartbeats belongs to a dead worker
+_POLL = 0.2  # seconds between looks at a shared study while other workers finish
+
+
 def _storage_url(storage: str | None) -> str | None:
     if storage is None or "://" in storage:
         return storage
     return f"sqlite:///{storage}"  # a plain path means a sqlite file
 
 
-def _open_study(storage: str | None, **kw: Any) -> optuna.Study:
+def _journal_heartbeat_cls() -> type:
+    """JournalStorage has no heartbeat of its own: this one records a time stamp in the running
+    trial's system attrs, so Optuna's optimize loop and ``fail_stale_trials`` treat it as they treat
+    RDB storage. Time stamps are wall-clock seconds: workers on several hosts need synced clocks."""
+    from optuna.storages import JournalStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    class _JournalHeartbeat(JournalStorage, BaseHeartbeat):
+        def __init__(self, backend: Any, interval: int) -> None:
+            super().__init__(backend)
+            self._interval = interval
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                self.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # failed as stale by another worker while this one stalled
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            now = time.time()
+            running = self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            return [t._trial_id for t in running
+                    if now - t.system_attrs.get(_HEARTBEAT_ATTR, now) > _GRACE_BEATS * self._interval]
+
+        def get_heartbeat_interval(self) -> int | None:
+            return self._interval
+
+        def get_heartbeat_stale_trial_callback(self) -> None:
+            return None
+
+        get_failed_trial_callback = get_heartbeat_stale_trial_callback  # optuna < 4.9
+
+    return _JournalHeartbeat
+
+
+def open_storage(storage: str | None, heartbeat: int = 10) -> optuna.storages.BaseStorage | None:
+    """The shared storage behind ``--storage`` (None: in memory). A plain path is a sqlite file,
+    ``journal:///PATH`` Optuna's journal file, anything else an RDB URL. Both kinds get a heartbeat of
+    ``heartbeat`` seconds, so a killed worker's trial is failed, not left RUNNING for ever."""
+    url = _storage_url(storage)
+    if url is None:
+        return None
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+        path = url[len(JOURNAL):]
+        # a worker killed inside the (millisecond) lock leaves the lock file: released after 10 s
+        backend = JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, grace_period=10))
+        return _journal_heartbeat_cls()(backend, heartbeat)
+    # sqlite: writers from several processes queue on the file lock (the default 5 s wait is too short)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                      grace_period=_GRACE_BEATS * heartbeat)
+
+
+def _open_study(storage: str | None, heartbeat: int = 10, **kw: Any) -> optuna.Study:
     """create_study (resuming by name); a storage that cannot be opened, or a stored study of another
-    kind (other directions), is one line naming --storage, not a SQLAlchemy traceback."""
+    kind (other directions), is one line naming --storage, not a SQLAlchemy traceback. Workers that
+    start together may race on creating the schema: a failed first open is retried."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    for attempt in range(5):
+        try:
+            return optuna.create_study(storage=open_storage(storage, heartbeat), load_if_exists=True, **kw)
+        except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
+            if attempt < 4 and storage is not None and isinstance(e, SQLAlchemyError):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"--storage {storage}: cannot open the study '{kw.get('study_name')}' ({msg})") from None
+    raise AssertionError("unreachable")
+
+
+class _Overflow(Exception):
+    """A trial claimed past the study's requested count (workers raced for the last ones): it is
+    failed before anything is sampled or evaluated, and never counted."""
+
+
+class _NotOverflow(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_Overflow" not in record.getMessage()
+
+
+def _per_trial_seed(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
+    """Workers of one shared study would all draw the same proposals from one seed: reseed the
+    sampler's generators from (seed, trial number) before each trial, so every trial draws its own
+    numbers and a resumed or parallel study does not repeat its start-up proposals."""
+    before = sampler.before_trial
+
+    def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        s = (seed * 1_000_003 + trial.number) % 2**32
+        for owner in (sampler, getattr(sampler, "_random_sampler", None)):
+            rng = getattr(owner, "_rng", None)
+            if rng is not None and hasattr(rng, "rng"):
+                rng.rng.seed(s)
+        before(study, trial)
+
+    sampler.before_trial = before_trial  # type: ignore[method-assign]
+    return sampler
+
+
+def _is_polish(t: optuna.trial.FrozenTrial) -> bool:
+    return "fixed_params" in t.system_attrs  # enqueued by _polish
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if is_heartbeat_enabled(study._storage):
+        optuna.storages.fail_stale_trials(study)
+
+
+_LIVE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+
+
+def _claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
+    """Raise _Overflow when ``n_trials`` sampled trials created before this one are complete or
+    running: exact however many workers race, since creation order is the storage's."""
+    ahead = [t for t in study.get_trials(deepcopy=False, states=_LIVE)
+             if not _is_polish(t) and t._trial_id < trial._trial_id]
+    if len(ahead) >= n_trials:
+        raise _Overflow(f"the study already holds {n_trials} sampled trials")
+
+
+def _optimize_one(study: optuna.Study, func: Callable[[optuna.Trial], Any]) -> None:
     try:
-        return optuna.create_study(storage=_storage_url(storage), load_if_exists=True, **kw)
-    except (SQLAlchemyError, ImportError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"--storage {storage}: cannot open the study '{kw.get('study_name')}' ({msg})") from None
+        study.optimize(func, n_trials=1, catch=(_Overflow,))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # this worker stalled past the grace period and its trial was failed as stale: not counted
+
+
+def _sample(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int,
+            progress: Callable[[int, int], None] | None) -> None:
+    """Add sampled trials until the study holds ``n_trials`` complete ones (this worker's and any
+    other's). When the missing ones are running elsewhere, wait: a dead worker's trial is failed
+    at its stale heartbeat and then re-done here, so the count is reached even after a SIGKILL."""
+
+    def claimed(trial: optuna.Trial) -> Any:
+        _claim(study, trial, n_trials)
+        value = objective(trial)
+        _claim(study, trial, n_trials)  # again: a lower claim may have committed meanwhile (RDB)
+        return value
+
+    shown = -1
+    while True:
+        _fail_stale(study)
+        live = [t for t in study.get_trials(deepcopy=False, states=_LIVE) if not _is_polish(t)]
+        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in live)
+        if progress and done != shown:
+            progress(min(done, n_trials), n_trials)
+            shown = done
+        if done >= n_trials:
+            return
+        if len(live) >= n_trials:
+            time.sleep(_POLL)
+            continue
+        _optimize_one(study, claimed)
 
 
 def _quiet_optuna() -> None:
     import warnings
 
     optuna.logging.set_verbosity(logging.WARNING)
+    logger = logging.getLogger("optuna")
+    if not any(isinstance(f, _NotOverflow) for f in logger.filters):
+        logger.addFilter(_NotOverflow())  # an over-claimed trial is bookkeeping, not a failure to report
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -175,12 +339,16 @@ def run_study(
     study_name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     polish_rounds: int = 20,
+    heartbeat: int = 10,
 ) -> tuple[optuna.Study, list[ReplayResult]]:
-    """Run (or resume, up to ``n_trials`` in total) a study; returns it and every evaluated result.
+    """Run (or resume, or join as one more worker) a study until it holds ``n_trials`` sampled
+    trials in total; returns it and every evaluated result of the whole study.
 
     Single objective: maximise accuracy, TPE seeded, the budget as a constraint (tokens - budget <= 0).
     Multi-objective: NSGA-II on (accuracy up, tokens down) for the Pareto front. After the sampled
-    trials, a few rounds of enqueued neighbour trials polish the best feasible point.
+    trials, rounds of enqueued neighbour trials polish the best feasible point (not counted in
+    ``n_trials``). With a ``storage``, the sampler is reseeded per trial (parallel workers propose
+    different trials) and ``heartbeat`` (seconds) lets a dead worker's trial be failed.
     """
     _quiet_optuna()
     name = study_name or ("stop-pareto" if multi_objective else f"stop-budget-{int(budget or 0)}")
@@ -193,13 +361,16 @@ def run_study(
 
     if multi_objective:
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=24)
-        study = _open_study(storage, sampler=sampler, study_name=name, directions=["maximize", "minimize"])
+        directions = ["maximize", "minimize"]
     else:
         sampler = optuna.samplers.TPESampler(
             seed=seed, multivariate=True, n_startup_trials=20,
             constraints_func=constraints if budget is not None and not native else None,
         )
-        study = _open_study(storage, sampler=sampler, study_name=name, directions=["maximize"])
+        directions = ["maximize"]
+    if storage is not None:
+        sampler = _per_trial_seed(sampler, seed)
+    study = _open_study(storage, heartbeat, sampler=sampler, study_name=name, directions=directions)
 
     def objective(trial: optuna.Trial) -> Any:
         cfg = suggest(trial, space)
@@ -214,12 +385,7 @@ def run_study(
             return res.accuracy, res.tokens
         return res.accuracy
 
-    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    todo = max(0, n_trials - done)
-    for i in range(todo):
-        study.optimize(objective, n_trials=1)
-        if progress:
-            progress(done + i + 1, n_trials)
+    _sample(study, objective, n_trials, progress)
     if not multi_objective and polish_rounds:
         _polish(study, objective, space, budget, polish_rounds)
     return study, _results(study, replayer)
@@ -269,44 +435,64 @@ def _neighbours(params: dict[str, Any], space: SearchSpace) -> list[dict[str, An
     return out
 
 
-def _polish(study: optuna.Study, objective: Callable[[optuna.Trial], Any], space: SearchSpace,
-            budget: float | None, rounds: int, top: int = 5) -> None:
-    """Local search around the best feasible trial, run as enqueued Optuna trials (so it is stored
-    and resumable like the rest): TPE finds the region, this settles the last accuracy point."""
+def _fresh_neighbours(trials: list[optuna.trial.FrozenTrial], space: SearchSpace, budget: float | None,
+                      top: int) -> list[dict[str, Any]]:
+    """Unseen neighbours of the best ``top`` distinct feasible policies of the study (every worker's)."""
+    TS = optuna.trial.TrialState
 
     def key(p: dict[str, Any]) -> tuple:
         return tuple(sorted(p.items()))
 
-    def feasible(t: optuna.trial.FrozenTrial) -> bool:
-        return t.state == optuna.trial.TrialState.COMPLETE and (budget is None or t.user_attrs.get("constraint", 1) <= 0)
+    ok = sorted((t for t in trials if t.state == TS.COMPLETE and (budget is None or t.user_attrs.get("constraint", 1) <= 0)),
+                key=lambda t: (-t.value, t.user_attrs["tokens"]))
+    heads, cfgs = [], set()
+    for t in ok:
+        c = str(t.user_attrs["config"])
+        if c in cfgs:
+            continue
+        cfgs.add(c)
+        heads.append(t)
+        if len(cfgs) >= top:
+            break
+    seen = {key(p) for t in trials if t.state != TS.FAIL for p in (t.params, t.system_attrs.get("fixed_params", {}))}
+    fresh = []
+    for t in heads:
+        for q in _neighbours(t.params, space):
+            if key(q) not in seen:
+                seen.add(key(q))
+                fresh.append(q)
+    return fresh
 
-    seen = {key(t.params) for t in study.trials}
-    expanded: set[tuple] = set()
-    for _ in range(rounds):
-        ok = sorted((t for t in study.trials if feasible(t)), key=lambda t: (-t.value, t.user_attrs["tokens"]))
-        # the best few distinct policies not yet expanded
-        heads, cfgs = [], set()
-        for t in ok:
-            c = str(t.user_attrs["config"])
-            if c in cfgs:
-                continue
-            cfgs.add(c)
-            if key(t.params) not in expanded:
-                heads.append(t)
-            if len(cfgs) >= top:
-                break
-        fresh = []
-        for t in heads:
-            expanded.add(key(t.params))
-            for q in _neighbours(t.params, space):
-                if key(q) not in seen:
-                    seen.add(key(q))
-                    fresh.append(q)
-        if not fresh:
+
+def _polish(study: optuna.Study, objective: Callable[[optuna.Trial], Any], space: SearchSpace,
+            budget: float | None, rounds: int, top: int = 5) -> None:
+    """Local search around the best feasible trials, run as enqueued Optuna trials (so it is stored,
+    resumable, and shared by the workers of one study): TPE finds the region, this settles the last
+    accuracy point. It ends when the best ``top`` policies' neighbourhoods are all in the study
+    (or after ``rounds`` rounds of this worker) and no other worker's trial is still running."""
+    TS = optuna.trial.TrialState
+
+    def enqueued_only(trial: optuna.Trial) -> Any:
+        if not trial._fixed_params:  # another worker took the last enqueued trial: sample nothing
+            raise _Overflow("no enqueued polish trial left")
+        return objective(trial)
+
+    done_rounds = 0
+    while True:
+        _fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TS.WAITING for t in trials):
+            _optimize_one(study, enqueued_only)
+            continue
+        fresh = _fresh_neighbours(trials, space, budget, top) if done_rounds < rounds else []
+        if fresh:
+            done_rounds += 1
+            for q in fresh:
+                study.enqueue_trial(q)
+            continue
+        if not any(t.state == TS.RUNNING for t in trials):
             return
-        for q in fresh:
-            study.enqueue_trial(q, skip_if_exists=True)
-        study.optimize(objective, n_trials=len(fresh))
+        time.sleep(_POLL)  # another worker's polish trial may still move the best policies
 
 
 def exhaustive(replayer: Replayer, space: SearchSpace) -> list[ReplayResult]:
