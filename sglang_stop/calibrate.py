@@ -20,7 +20,8 @@ from sglang_stop.config import RuntimeConfig
 from sglang_stop.errors import UserError
 from sglang_stop.io import RecordHeader, check_header, read_header, tree_hash
 from sglang_stop.runner import run_problems
-from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, make_scorer
+from sglang_stop.scorers.base import Branch, ScoreContext, Scorer
+from sglang_stop.scorers.registry import make_scorer
 from sglang_stop.tasks import Problem, Task
 
 NOT_RECORDED = {"none", "random"}  # the advisor replays these without recorded scores

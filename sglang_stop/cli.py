@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from sglang_stop.config import RuntimeConfig, config_from_dict, json_schema, load_config
-from sglang_stop import __version__
+from sglang_stop.version import __version__
 from sglang_stop.cli_errors import run_cli_group
 from sglang_stop.errors import UserError
 

@@ -160,7 +160,7 @@ class RecordHeader(BaseModel):
 
     def model_post_init(self, _ctx: Any) -> None:
         if not self.version:
-            from sglang_stop import __version__
+            from sglang_stop.version import __version__
 
             self.version = __version__
 

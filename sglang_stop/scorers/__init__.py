@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from sglang_stop.scorers.base import (
-    Branch,
-    ScoreContext,
-    Scorer,
-    ScorerOptions,
-    available_scorers,
-    make_scorer,
-    register_scorer,
-    scorer_class,
-)
+from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
+from sglang_stop.scorers.registry import available_scorers, make_scorer, register_scorer, scorer_class
 
 __all__ = [
     "Branch",

@@ -1,4 +1,5 @@
-"""The scoring-hook extension point: a small ABC plus a name registry (like optuna's BasePruner).
+"""The scoring-hook extension point: a small ABC (like optuna's BasePruner); the name registry is
+``scorers/registry.py``. This module is a leaf: scorers import it, it imports no scorer.
 
 The program calls ``score`` once per prune point with every surviving branch. A scorer that needs
 model internals (the STOP scorer reads the prefix KV cache) asks ``ctx.backend``; everything else
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from sglang_stop.errors import UserError
 
@@ -74,51 +75,3 @@ class Scorer(ABC):
     @abstractmethod
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
         """One float per branch, same order."""
-
-
-_REGISTRY: dict[str, type[Scorer]] = {}
-S = TypeVar("S", bound=type[Scorer])
-
-
-def register_scorer(name: str) -> Callable[[S], S]:
-    def deco(cls: S) -> S:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"scorer {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_builtins() -> None:
-    # Importing the modules registers them; kept lazy so `import sglang_stop` stays cheap.
-    import sglang_stop.scorers.heuristics  # noqa: F401
-
-    try:
-        import sglang_stop.scorers.stop  # noqa: F401
-    except ImportError:
-        pass
-
-
-def available_scorers() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def scorer_class(name: str) -> type[Scorer]:
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise UserError(f"scorer.name: unknown scorer {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name]
-
-
-def make_scorer(name: str, options: dict[str, Any] | None = None) -> Scorer:
-    cls = scorer_class(name)
-    try:
-        opts = cls.Options.model_validate(options or {})
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise UserError(f"scorer.options.{loc}: {err['msg']} (scorer {name!r})") from None
-    return cls(opts)

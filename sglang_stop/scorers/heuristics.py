@@ -8,23 +8,23 @@ from typing import Literal
 
 from pydantic import Field
 
-from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions, register_scorer
+from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
 
 
-@register_scorer("none")
 class NoPruning(Scorer):
     """Keeps every path: the unpruned self-consistency baseline."""
 
+    name = "none"
     prunes = False
 
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
         return [0.0] * len(branches)
 
 
-@register_scorer("random")
 class RandomScorer(Scorer):
     """Keeps a uniformly random subset: the floor every signal must beat."""
 
+    name = "random"
     nonnegative = True
 
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
@@ -61,10 +61,10 @@ class ConfidenceOptions(WindowOptions):
     top_k: int = Field(20, ge=1, description="token confidence = -mean of the top-k logprobs")
 
 
-@register_scorer("confidence")
 class ConfidenceScorer(Scorer):
     """DeepConf token confidence C_i = -mean(top-k log p), reduced over the prefix (higher = surer)."""
 
+    name = "confidence"
     Options = ConfidenceOptions
     nonnegative = True  # -mean(log p) >= 0
 
@@ -77,10 +77,10 @@ class ConfidenceScorer(Scorer):
         return out
 
 
-@register_scorer("entropy")
 class EntropyScorer(Scorer):
     """Negative mean next-token entropy over the prefix (low entropy = confident = kept)."""
 
+    name = "entropy"
     Options = WindowOptions
 
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
@@ -88,7 +88,6 @@ class EntropyScorer(Scorer):
         return [_reduce([-h for h in b.entropies], o.window, o.reduce) for b in branches]
 
 
-@register_scorer("logprob")
 class LogprobScorer(Scorer):
     """Log p of the tokens the path actually chose, reduced over the prefix (higher = less surprised).
 
@@ -96,6 +95,7 @@ class LogprobScorer(Scorer):
     step gives a slip low probability, which confidence (the spread of the top-k) can miss.
     """
 
+    name = "logprob"
     Options = WindowOptions
 
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from sglang_stop.errors import UserError
-from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions, register_scorer
+from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
 
 
 class StopOptions(ScorerOptions):
@@ -27,10 +27,10 @@ class StopOptions(ScorerOptions):
     batch_size: int = Field(16, ge=1, description="branches scored per forward pass")
 
 
-@register_scorer("stop")
 class StopScorer(Scorer):
     """Higher = more likely to end correct (softmax p(good) of the classifier head)."""
 
+    name = "stop"
     Options = StopOptions
     nonnegative = True  # probabilities
 
