@@ -2,14 +2,19 @@
 
 ``register()`` runs in every server process (launcher/HTTP, scheduler, detokenizer) and installs:
 
-* ``Req.__init__`` (AROUND, scheduler): a scoring request carries a per-launch secret in ``extra_key``;
+* ``Req.__init__`` (AROUND, scheduler): a scoring request carries a secret key in ``extra_key``;
   for it the STOP adapter's ``lora_id`` is dropped from ``extra_key`` so ``prefix + [STOP]*k`` matches
   the BASE model's cached prefix (LoRA then runs on the k new tokens only, as STOP was trained), and
-  ``skip_radix_cache_insert`` is set so LoRA-computed KV never enters the base namespace.
-* ``LoRAManager._load_lora_adapter`` (AFTER, scheduler): notes the reserved [STOP] id of each STOP
-  adapter loaded (at start-up or via /load_lora_adapter).
-* ``LogitsProcessor.forward`` (AFTER, scheduler): the [STOP] ids get -inf logits, so no request can
-  ever sample them.
+  ``skip_radix_cache_insert`` is set so LoRA-computed KV never enters the base namespace. Every TP rank
+  must recognise the same key, so multi-node launches share ``SGLANG_STOP_SECRET`` (see ``internal_key``).
+* ``LoRAManager.__init__`` (AFTER, scheduler): makes the persistent [STOP] logits mask on the model's
+  device, before CUDA graphs are captured (state.py).
+* ``LoRAManager._load_lora_adapter`` (AROUND, scheduler): refuses a STOP adapter on a server whose flags
+  would make its scores wrong (``server_problem``: page size, radix cache, hidden states, LoRA slots,
+  multi-node secret) -- at start-up this stops the launch naming the flag -- and records the reserved
+  [STOP] id of each STOP adapter loaded (start-up and /load_lora_adapter), updating the mask in place.
+* ``LogitsProcessor.forward`` (AFTER, scheduler): ``masked_fill_`` of the [STOP] columns with -inf from
+  that device mask, so no request can ever sample them, on eager batches and CUDA-graph replays alike.
 * ``TokenizerManager._validate_one_request`` (BEFORE, HTTP process): a request whose input ids hold a
   [STOP] id is refused with 400 unless it is our own scoring request; text can never produce the id
   (it is a padded embedding row with no tokenizer string).
@@ -18,19 +23,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
 import secrets
 from typing import Any
 
+import torch
+
 from sglang_stop.srt import state
+from sglang_stop.srt.convert import is_stop_adapter
 
 logger = logging.getLogger(__name__)
 
 KEY_ENV = "SGLANG_STOP_INTERNAL_KEY"
+SECRET_ENV = "SGLANG_STOP_SECRET"
 _TARGETS = {
     "req_init": "sglang.srt.managers.schedule_batch.Req.__init__",
+    "lora_init": "sglang.srt.lora.lora_manager.LoRAManager.__init__",
     "lora_load": "sglang.srt.lora.lora_manager.LoRAManager._load_lora_adapter",  # start-up + /load_lora_adapter
     "logits": "sglang.srt.layers.logits_processor.LogitsProcessor.forward",
     "validate": "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
@@ -38,11 +49,50 @@ _TARGETS = {
 
 
 def internal_key() -> str:
-    """Per-launch secret marking /stop/score's own requests; children inherit it through the env."""
+    """The key marking /stop/score's own requests. From ``SGLANG_STOP_SECRET`` when set (hashed, so the
+    secret itself never appears in a request): every node of a multi-node launch must set the same one,
+    since each node's launcher would otherwise draw its own and the TP ranks' radix caches would diverge.
+    Else a per-launch random key that the launcher's child processes inherit through the env."""
+    shared = os.environ.get(SECRET_ENV)
+    if shared:
+        return "sglang-stop:" + hashlib.sha256(shared.encode()).hexdigest()[:32]
     key = os.environ.get(KEY_ENV)
     if not key:
         key = os.environ[KEY_ENV] = "sglang-stop:" + secrets.token_hex(16)
     return key
+
+
+def server_problem(args: Any) -> str | None:
+    """Why ``args`` (sglang's ServerArgs) cannot serve /stop/score correctly, naming the flag; None if it can."""
+    page = int(getattr(args, "page_size", None) or 1)
+    if page > 1:
+        return (f"--page-size {page}: STOP scoring needs --page-size 1 (a cached prefix is cut to a page boundary, "
+                "so the prefix tail would be recomputed with the STOP LoRA and the score would be wrong)")
+    if getattr(args, "disable_radix_cache", False):
+        return ("--disable-radix-cache: STOP scoring reuses the base prefix's KV from the radix cache; "
+                "launch without --disable-radix-cache")
+    if not (getattr(args, "enable_return_hidden_states", False)
+            or getattr(args, "return_hidden_states_mode", None) in ("last", "full")):
+        return ("--return-hidden-states-mode: STOP scoring reads the last [STOP] token's hidden state; "
+                "launch with --return-hidden-states-mode last")
+    slots = getattr(args, "max_loras_per_batch", None)
+    if slots is not None and int(slots) < 2:
+        return (f"--max-loras-per-batch {slots}: needs >= 2 (the base model takes one slot, the STOP adapter "
+                "another)")
+    nodes = int(getattr(args, "nnodes", 1) or 1)
+    if nodes > 1 and not os.environ.get(SECRET_ENV):
+        return (f"{SECRET_ENV}: --nnodes {nodes} needs one shared secret on every node (export "
+                f"{SECRET_ENV}=<the same random string> before launching each node)")
+    return None
+
+
+def _server_args() -> Any:
+    try:
+        from sglang.srt.runtime_context import get_server_args
+
+        return get_server_args()
+    except Exception:  # noqa: BLE001 - no runtime context (a test, another sglang): the route checks later
+        return None
 
 
 def _req_init(original, self, *args: Any, **kwargs: Any) -> None:
@@ -52,19 +102,37 @@ def _req_init(original, self, *args: Any, **kwargs: Any) -> None:
         self.skip_radix_cache_insert = True
 
 
-def _after_lora_load(result: Any, manager: Any, lora_ref: Any, *args: Any, **kwargs: Any) -> Any:
-    if getattr(result, "success", True) and lora_ref.lora_path:
-        state.note_adapter_path(lora_ref.lora_path)
+def _after_lora_manager_init(result: Any, manager: Any, *args: Any, **kwargs: Any) -> Any:
+    state.ensure_logits_mask(manager.device, int(manager.base_hf_config.vocab_size))
+    return result
+
+
+def _lora_load(original, manager: Any, lora_ref: Any, *args: Any, **kwargs: Any) -> Any:
+    path = getattr(lora_ref, "lora_path", None)
+    if path and is_stop_adapter(path):
+        args_ = _server_args()
+        problem = server_problem(args_) if args_ is not None else None
+        if problem:
+            logger.error("sglang_stop: STOP adapter %s refused: %s", lora_ref.lora_name, problem)
+            return manager.create_lora_update_result(success=False, error_message=problem)
+    result = original(manager, lora_ref, *args, **kwargs)
+    if getattr(result, "success", True) and path:
+        state.note_adapter_path(path)
     return result
 
 
 def _mask_stop_logits(result: Any, *args: Any, **kwargs: Any) -> Any:
+    """-inf on the [STOP] columns from the device mask: no host data, same kernels on every graph replay."""
     logits = getattr(result, "next_token_logits", None)
-    ids = state.stop_token_ids()
-    if ids and logits is not None:
-        cols = [i for i in ids if i < logits.shape[-1]]
-        if cols:
-            logits[..., cols] = float("-inf")
+    if logits is None:
+        return result
+    mask = state.logits_mask(logits.device)
+    if mask is None:
+        if not state.stop_token_ids() or (logits.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return result
+        mask = state.ensure_logits_mask(logits.device, logits.shape[-1])  # no LoRA-manager hook ran: eager only
+    n = min(mask.shape[0], logits.shape[-1])
+    logits[..., :n].masked_fill_(mask[:n], float("-inf"))
     return result
 
 
@@ -83,7 +151,8 @@ def register() -> None:
 
     internal_key()
     HookRegistry.register(_TARGETS["req_init"], _req_init, HookType.AROUND)
-    HookRegistry.register(_TARGETS["lora_load"], _after_lora_load, HookType.AFTER)
+    HookRegistry.register(_TARGETS["lora_init"], _after_lora_manager_init, HookType.AFTER)
+    HookRegistry.register(_TARGETS["lora_load"], _lora_load, HookType.AROUND)
     HookRegistry.register(_TARGETS["logits"], _mask_stop_logits, HookType.AFTER)
     HookRegistry.register(_TARGETS["validate"], _validate, HookType.BEFORE)
     if multiprocessing.parent_process() is None:  # the launcher, which serves HTTP

@@ -5,9 +5,14 @@ radix cache and LoRA manager do the work:
 
 1. commit: every prefix as a base-model, prefill-only request (``max_new_tokens=0``), so its KV is in
    the base namespace of the radix cache (a no-op beyond one token when the caller committed already);
-2. score: ``prefix + [STOP]*k`` with the STOP adapter, ``return_hidden_states``, and the internal key
-   that makes the plugin match the base prefix (see plugin.py). The final-norm hidden state of the last
-   [STOP] token goes through the classifier head, held here: ``softmax(W h + b)[1]``.
+2. score: ``prefix + [STOP]*k`` with the STOP adapter, ``return_hidden_states="last"`` (one row per
+   request, not one per token), and the internal key that makes the plugin match the base prefix (see
+   plugin.py). The final-norm hidden state of the last [STOP] token goes through the classifier head,
+   held here: ``softmax(W h + b)[1]``.
+
+With ``--dp-size > 1`` both requests carry one ``routed_dp_rank``: the caller's (the rank its /generate
+calls for these branches used, so their KV is reused), else one the route picks from the first prefix.
+A commit on one replica and a score on another would find nothing cached.
 
 If the prefix was evicted between the two steps, the score would be computed over LoRA-made prefix KV;
 ``cached_tokens`` reveals it and the pair is retried once, then refused with 503.
@@ -21,6 +26,7 @@ flag) and every error reply is one short message naming the field, with at most 
 from __future__ import annotations
 
 import logging
+import zlib
 from http import HTTPStatus
 from typing import Any
 
@@ -50,6 +56,10 @@ class ScoreRequest(BaseModel):
     input_ids: list[list[int]] = Field(..., description="one token-id list per prefix (prompt + generated)")
     adapter: str = Field("stop", description="name of a STOP adapter given to --lora-paths")
     commit: bool = Field(True, description="commit each prefix with a base prefill-only request first")
+    routed_dp_rank: int | None = Field(
+        None, ge=0, description="data-parallel replica for the commit and the score (--dp-size > 1): the one the "
+        "branches' /generate calls were routed to",
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -189,20 +199,44 @@ def _last_hidden(meta: dict[str, Any]) -> list[float]:
     if not hs:
         raise ScoreError(
             HTTPStatus.SERVICE_UNAVAILABLE,
-            "no hidden states returned: start the server with --enable-return-hidden-states",
+            "no hidden states returned: start the server with --return-hidden-states-mode last",
         )
     rows = hs[0]
-    while rows and isinstance(rows[0], list):  # [prefill rows] (+ decode rows): take the last prefill row
+    while rows and isinstance(rows[0], list):  # "last" mode: one row; a full-mode server: the last prefill row
         rows = rows[-1]
     return rows
+
+
+def dp_rank(tm: Any, body: ScoreRequest) -> int | None:
+    """The one replica for this call's commit and score: the caller's, else a stable pick (None with one)."""
+    dp = int(getattr(tm.server_args, "dp_size", 1) or 1)
+    if body.routed_dp_rank is not None:
+        if body.routed_dp_rank >= dp:
+            raise ScoreError(HTTPStatus.BAD_REQUEST,
+                             f"routed_dp_rank: {body.routed_dp_rank} out of range [0, {dp}) (--dp-size {dp})")
+        return body.routed_dp_rank
+    if dp <= 1:
+        return None
+    return zlib.crc32(repr(body.input_ids[0]).encode()) % dp
+
+
+def check_server(tm: Any) -> None:
+    """Flags that make scores wrong (page size, radix cache, hidden states, ...) refuse the first request."""
+    from sglang_stop.srt.plugin import server_problem
+
+    problem = server_problem(tm.server_args)
+    if problem:
+        raise ScoreError(HTTPStatus.SERVICE_UNAVAILABLE, problem)
 
 
 async def _score_once(tm: Any, request: Any, body: ScoreRequest, cfg: Any, w: torch.Tensor, b: torch.Tensor):
     from sglang_stop.srt.plugin import internal_key
 
     n = len(body.input_ids)
+    rank = dp_rank(tm, body)
     if body.commit:
-        await _generate(tm, request, input_ids=body.input_ids, sampling_params=[{"max_new_tokens": 0}] * n)
+        await _generate(tm, request, input_ids=body.input_ids, sampling_params=[{"max_new_tokens": 0}] * n,
+                        routed_dp_rank=rank)
     stop = [cfg.stop_token_id] * cfg.num_stop_tokens
     outs = await _generate(
         tm,
@@ -210,8 +244,9 @@ async def _score_once(tm: Any, request: Any, body: ScoreRequest, cfg: Any, w: to
         input_ids=[ids + stop for ids in body.input_ids],
         sampling_params=[{"max_new_tokens": 1, "temperature": 0.0}] * n,
         lora_path=[body.adapter] * n,
-        return_hidden_states=True,
+        return_hidden_states="last",
         extra_key=[internal_key()] * n,
+        routed_dp_rank=rank,
     )
     hidden = torch.tensor([_last_hidden(o["meta_info"]) for o in outs], dtype=torch.float32)
     probs = torch.softmax(hidden @ w.T + b, dim=-1)[:, cfg.positive_label]
@@ -223,6 +258,7 @@ async def stop_score(request: Request):
     try:
         body = await parse_score_request(request)
         tm = _tokenizer_manager()
+        check_server(tm)
         cfg, w, b = _resolve_adapter(tm, body.adapter)
         _validate_ids(tm, body.input_ids, cfg.num_stop_tokens, cfg.vocab_size)
         for attempt in range(2):
@@ -258,7 +294,8 @@ async def stop_adapters():
             cfg = entry[0]
             out.append(AdapterInfo(name=name, path=ref.lora_path, stop_token_id=cfg.stop_token_id,
                                    num_stop_tokens=cfg.num_stop_tokens))
-    return {"adapters": [a.model_dump() for a in out]}
+    dp = int(getattr(tm.server_args, "dp_size", 1) or 1)
+    return {"adapters": [a.model_dump() for a in out], "dp_size": dp}
 
 
 def add_routes() -> None:

@@ -2,6 +2,11 @@
 
 Kept apart from the hooks so the HTTP process (which sees adapters through sglang's LoRA registry) and
 the scheduler (which sees them as the LoRA manager loads them) share one small, lock-protected table.
+
+The scheduler also keeps one persistent boolean [STOP] mask per device (``logits_mask``): built once when
+the LoRA manager is (before any CUDA graph is captured) and updated IN PLACE when an adapter loads, so
+the forward never builds an index from a Python list (a host-to-device copy, illegal inside CUDA-graph
+capture and a stall for the overlap scheduler) and a captured graph's replays read the same memory.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ _lock = threading.Lock()
 _adapters: dict[str, tuple[StopAdapterConfig, torch.Tensor, torch.Tensor]] = {}
 _not_stop: set[str] = set()
 _ids: frozenset[int] = frozenset()
+_masks: dict[torch.device, torch.Tensor] = {}  # device -> bool [vocab]; never replaced once made
 
 
 def note_adapter_path(path: str) -> tuple[StopAdapterConfig, torch.Tensor, torch.Tensor] | None:
@@ -37,7 +43,33 @@ def note_adapter_path(path: str) -> tuple[StopAdapterConfig, torch.Tensor, torch
     with _lock:
         _adapters[key] = entry
         _ids = frozenset(cfg.stop_token_id for cfg, _, _ in _adapters.values())
+        for mask in _masks.values():
+            _mark(mask, _ids)
     return entry
+
+
+def _mark(mask: torch.Tensor, ids: frozenset[int]) -> None:
+    """Set ``ids`` in ``mask`` in place: one fill kernel per id on the mask's own device, no host tensor."""
+    for i in ids:
+        if i < mask.shape[0]:
+            mask[i : i + 1].fill_(True)
+
+
+def ensure_logits_mask(device: torch.device | str, size: int) -> torch.Tensor:
+    """The persistent mask of ``device`` (made on first call with ``size`` columns, holding the ids known
+    so far). Call it outside the forward: at LoRA-manager init, before CUDA graphs are captured."""
+    dev = torch.device(device)
+    with _lock:
+        mask = _masks.get(dev)
+        if mask is None:
+            mask = _masks[dev] = torch.zeros(int(size), dtype=torch.bool, device=dev)
+            _mark(mask, _ids)
+        return mask
+
+
+def logits_mask(device: torch.device) -> torch.Tensor | None:
+    """The hot-path lookup: a dict read, no allocation, no copy."""
+    return _masks.get(device)
 
 
 def stop_token_ids() -> frozenset[int]:
