@@ -14,6 +14,10 @@ Output directory (what ``--lora-paths stop=DIR`` points at)::
     stop/head.safetensors      the classifier head (weight [2, H], bias [2]), applied server-side
 
 ``stop/`` is a subfolder so SGLang's adapter loader (which reads top-level ``*.safetensors``) never sees it.
+
+Every checkpoint file is read through the in-process loader's readers (training/checkpoint.py), so a
+missing, truncated or garbage file is one UserError naming it; the output directory is built beside
+``OUT_DIR`` and renamed into place, so a server never loads half an adapter.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sglang_stop.errors import UserError
 
@@ -57,15 +61,20 @@ def is_stop_adapter(path: str | Path) -> bool:
 
 
 def load_stop_adapter(path: str | Path) -> tuple[StopAdapterConfig, torch.Tensor, torch.Tensor]:
-    """(config, head weight [2, H] fp32, head bias [2] fp32) of a converted adapter directory."""
-    from safetensors.torch import load_file
+    """(config, head weight [2, H] fp32, head bias [2] fp32) of a converted adapter directory; a bad file
+    is a UserError naming it (the server refuses the adapter instead of crashing its scheduler)."""
+    from sglang_stop.training.checkpoint import read_head
 
     d = Path(path) / STOP_SUBDIR
-    cfg = StopAdapterConfig.model_validate_json((d / "config.json").read_text())
-    head = load_file(str(d / "head.safetensors"))
-    w, b = head["weight"].float(), head["bias"].float()
-    if tuple(w.shape) != (2, cfg.hidden_size) or tuple(b.shape) != (2,):
-        raise UserError(f"{d / 'head.safetensors'}: head shape {tuple(w.shape)} does not match hidden {cfg.hidden_size}")
+    try:
+        cfg = StopAdapterConfig.model_validate_json((d / "config.json").read_bytes())
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        loc = ".".join(map(str, err["loc"]))
+        raise UserError(f"{d / 'config.json'}: {loc + ': ' if loc else ''}{err['msg']}") from None
+    except OSError as e:
+        raise UserError(f"{d / 'config.json'}: unreadable ({e.strerror})") from None
+    w, b = read_head(d / "head.safetensors", cfg.hidden_size)
     return cfg, w, b
 
 
@@ -76,21 +85,6 @@ def _adapter_dir(ckpt: Path) -> Path:
     raise UserError(f"{ckpt}: no adapter_config.json under adapter/classifier/ or adapter/")
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _adapter_weights(adir: Path) -> dict[str, torch.Tensor]:
-    for name in ("adapter_model.safetensors", "adapter_model.bin"):
-        if (adir / name).is_file():
-            return _load_tensors(adir / name)
-    raise UserError(f"{adir}: no adapter_model.safetensors or adapter_model.bin")
-
-
 def _base_embedding_row(model_dir: Path, row: int) -> torch.Tensor:
     """One row of the base model's input embedding, read lazily from its safetensors shards."""
     from safetensors import safe_open
@@ -99,32 +93,34 @@ def _base_embedding_row(model_dir: Path, row: int) -> torch.Tensor:
     if not files:
         raise UserError(f"{model_dir}: no *.safetensors weights (the converter reads the embedding row)")
     for f in files:
-        with safe_open(str(f), framework="pt") as sf:
-            for key in sf.keys():
-                if key.endswith("embed_tokens.weight"):
-                    return sf.get_slice(key)[row : row + 1].float()[0]
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for key in sf.keys():
+                    if key.endswith("embed_tokens.weight"):
+                        return sf.get_slice(key)[row : row + 1].float()[0]
+        except Exception as e:  # noqa: BLE001 - a truncated or garbage shard
+            raise UserError(f"{f}: not a readable safetensors file ({_first_line(e)})") from None
     raise UserError(f"{model_dir}: no '*embed_tokens.weight' tensor found")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _tokenizer_size(model_dir: Path, ckpt: Path) -> int:
     """Ids below this map to tokenizer strings; the [STOP] id must be at or above it."""
     from transformers import AutoTokenizer
 
-    sizes = [len(AutoTokenizer.from_pretrained(model_dir))]
+    dirs = [model_dir]
     if (ckpt / "tokenizer").is_dir():  # the authors' tokenizer adds "[ASSESS]": keep clear of it too
-        sizes.append(len(AutoTokenizer.from_pretrained(ckpt / "tokenizer")))
+        dirs.append(ckpt / "tokenizer")
+    sizes = []
+    for d in dirs:
+        try:
+            sizes.append(len(AutoTokenizer.from_pretrained(d)))
+        except Exception as e:  # noqa: BLE001 - missing or garbage tokenizer files
+            raise UserError(f"{d}: cannot load the tokenizer ({_first_line(e)})") from None
     return max(sizes)
-
-
-def _stop_vector(ckpt: Path) -> torch.Tensor:
-    p = ckpt / "assess_token_embedding.pth"
-    if not p.is_file():
-        raise UserError(f"{ckpt}: missing assess_token_embedding.pth")
-    obj: Any = torch.load(p, map_location="cpu", weights_only=True)
-    vec = obj.get("input_embedding") if isinstance(obj, dict) else obj
-    if not isinstance(vec, torch.Tensor):
-        raise UserError(f"{p}: expected a tensor or a dict with 'input_embedding'")
-    return vec.float().reshape(-1)
 
 
 def check_base(ckpt: Path, base: Path, *, check_weights: bool = True) -> BaseModelInfo:
@@ -173,25 +169,40 @@ def convert_checkpoint(
     """
     from safetensors.torch import save_file
 
+    from sglang_stop.training.checkpoint import (
+        adapter_weights,
+        atomic_dir,
+        read_adapter_config,
+        read_config,
+        read_head,
+        read_stop_vector,
+    )
+
     ckpt, base, out = Path(ckpt_dir), Path(base_model_dir), Path(out_dir)
+    _check_out(out)
     have = check_base(ckpt, base, check_weights=check_weights)
     adir = _adapter_dir(ckpt)
-    acfg = json.loads((adir / "adapter_config.json").read_text())
+    acfg = read_adapter_config(adir)
     if acfg.get("use_dora") or acfg.get("rank_pattern") or acfg.get("alpha_pattern"):
         raise UserError(f"{adir}: DoRA / rank_pattern / alpha_pattern adapters are not supported by SGLang's LoRA")
     r, alpha = int(acfg["r"]), float(acfg["lora_alpha"])
     sglang_scaling = alpha / r  # what sglang applies (lora.py); rsLoRA's alpha/sqrt(r) is folded into B
     true_scaling = alpha / math.sqrt(r) if acfg.get("use_rslora") else sglang_scaling
-    weights = {k: v.float().contiguous() for k, v in _adapter_weights(adir).items()}
+    weights = adapter_weights(adir)
+    bad = next((k for k, v in weights.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise UserError(f"{adir}: adapter weight {bad!r} is a {type(weights[bad]).__name__}, not a tensor")
+    weights = {k: v.float().contiguous() for k, v in weights.items()}
     if true_scaling != sglang_scaling:
         for k in weights:
             if "lora_B" in k:
                 weights[k] = weights[k] * (true_scaling / sglang_scaling)
 
     vocab, hidden = have.vocab_size, have.hidden_size
-    vec = _stop_vector(ckpt)
-    if vec.numel() != hidden:
-        raise UserError(f"{ckpt}: [STOP] vector has {vec.numel()} dims, base model hidden_size is {hidden}")
+    tcfg_path = ckpt / "assess_token_config.json"
+    tcfg = read_config(ckpt) if tcfg_path.is_file() else None
+    vec = read_stop_vector(ckpt / (tcfg.embedding_path if tcfg else "assess_token_embedding.pth"), hidden)
+    head_w, head_b = read_head(ckpt / "classifier_head.pth", hidden)
 
     if stop_token_id is None:
         first_free = _tokenizer_size(base, ckpt)
@@ -204,11 +215,9 @@ def convert_checkpoint(
     if not 0 <= stop_token_id < vocab:
         raise UserError(f"stop_token_id {stop_token_id} is outside the embedding [0, {vocab})")
 
-    tcfg_path = ckpt / "assess_token_config.json"
-    tcfg = json.loads(tcfg_path.read_text()) if tcfg_path.is_file() else {}
-    k = int(num_stop_tokens or tcfg.get("num_assess_tokens") or 0)
+    k = int(num_stop_tokens or (tcfg.num_assess_tokens if tcfg else 0))
     if k < 1:
-        raise UserError(f"{ckpt}: num_assess_tokens missing from assess_token_config.json (pass num_stop_tokens)")
+        raise UserError(f"{ckpt}: no assess_token_config.json to read num_assess_tokens from (pass num_stop_tokens)")
 
     delta = vec - _base_embedding_row(base, stop_token_id)
     emb_a = torch.zeros(r, vocab)
@@ -217,28 +226,28 @@ def convert_checkpoint(
     emb_b[:, 0] = delta / sglang_scaling
     weights[EMBED_A], weights[EMBED_B] = emb_a, emb_b
 
-    head = _load_tensors(ckpt / "classifier_head.pth") if (ckpt / "classifier_head.pth").is_file() else None
-    if head is None or "weight" not in head or tuple(head["weight"].shape) != (2, hidden):
-        raise UserError(f"{ckpt}: classifier_head.pth must hold a Linear({hidden}, 2) state dict")
-
-    targets = acfg.get("target_modules")
-    if isinstance(targets, str):
-        raise UserError(f"{adir}: target_modules={targets!r}: list the modules explicitly")
-    acfg["target_modules"] = sorted(set(targets) | {"embed_tokens"})
+    acfg["target_modules"] = sorted(set(acfg["target_modules"]) | {"embed_tokens"})
     acfg["use_rslora"] = False
     acfg.pop("modules_to_save", None)
 
-    (out / STOP_SUBDIR).mkdir(parents=True, exist_ok=True)
-    (out / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
-    save_file(weights, str(out / "adapter_model.safetensors"))
-    bias = head.get("bias", torch.zeros(2))
-    save_file(
-        {"weight": head["weight"].float().contiguous(), "bias": bias.float().contiguous()},
-        str(out / STOP_SUBDIR / "head.safetensors"),
-    )
     cfg = StopAdapterConfig(stop_token_id=stop_token_id, num_stop_tokens=k, hidden_size=hidden, vocab_size=vocab)
-    (out / STOP_SUBDIR / "config.json").write_text(cfg.model_dump_json(indent=2))
+    with atomic_dir(out) as tmp:
+        (tmp / STOP_SUBDIR).mkdir()
+        (tmp / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
+        save_file(weights, str(tmp / "adapter_model.safetensors"))
+        save_file({"weight": head_w.contiguous(), "bias": head_b.contiguous()}, str(tmp / STOP_SUBDIR / "head.safetensors"))
+        (tmp / STOP_SUBDIR / "config.json").write_text(cfg.model_dump_json(indent=2))
     return cfg
+
+
+def _check_out(out: Path) -> None:
+    """``out`` is replaced as a whole: refuse a non-empty directory that is not a converter output (a model
+    directory given by mistake would be deleted)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not is_stop_adapter(out):
+        raise UserError(f"{out}: a non-empty directory that is not a converted STOP adapter; refusing to replace it "
+                        "(choose a new output directory)")
 
 
 class _Parser(argparse.ArgumentParser):
