@@ -19,7 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from sglang.lang.ir import SglSamplingParams
 from transformers.cache_utils import DynamicCache
 
 from sglang_stop.backends.base import PrefixKV, TokenUsage
+from sglang_stop.backends.constrained import Grammars, RowConstraint, apply_masks, resolve_dtype
 from sglang_stop.errors import RunCancelled
 from sglang_stop.kvcache import cache_from_past, past_of
 from sglang_stop.scorers.base import Branch
@@ -83,7 +84,17 @@ class _GenRequest:
     stop_token_ids: set[int]
     ignore_eos: bool
     future: Future
+    min_new_tokens: int = 0
+    constraint: RowConstraint | None = None
+    top_logprobs_num: int = 0  # > 0: record this many top (logprob, id) pairs per token for meta_info
+    chunks: queue.Queue[int | None] | None = None  # streaming: len(new_ids) after each token, None at the end
+    cached: int = 0  # KV length when the gen was submitted
+    prompt_tokens: int = 0
+    prefix_text: str = ""  # the executor's text when the gen was submitted
+    final_text: str = ""
     new_ids: list[int] = field(default_factory=list)
+    out_logprobs: list[tuple[float, int]] = field(default_factory=list)
+    out_top: list[list[tuple[float, int]]] = field(default_factory=list)
     start_time: float = field(default_factory=time.perf_counter)
 
 
@@ -181,7 +192,12 @@ def _cat_past(a: Past | None, b: Past) -> Past:
 class LocalBackend(BaseBackend):
     """SGLang ``BaseBackend`` running a HF causal LM in this process (CPU or CUDA)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, model_name: str = "local", admit_wait_s: float = 0.002):
+    def __init__(self, model: Any, tokenizer: Any, *, model_name: str = "local", admit_wait_s: float = 0.002,
+                 json_whitespace: int | None = None, seed: int | None = None):
+        """``json_whitespace``: whitespace a ``json_schema`` gen may put between tokens (None: any, as
+        the server's default; 0: none, for small models that would pad forever). ``seed``: sampling
+        generators of branches not bound by :meth:`bind_branch` derive from it in creation order
+        (None: fresh randomness), so a program without forks reproduces across backends."""
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -196,6 +212,10 @@ class LocalBackend(BaseBackend):
             elif src:
                 eos.update(int(x) for x in src)
         self.eos_ids = eos
+        self.seed = seed
+        self._unbound = 0  # states seeded from ``seed`` so far
+        vocab = model.get_output_embeddings().weight.shape[0]
+        self._grammars = Grammars(tokenizer, vocab, eos, json_whitespace=json_whitespace)
         self._states: dict[str, BranchState] = {}  # executor sid -> state
         self._committed: dict[str, tuple[str, BranchState]] = {}  # executor sid -> (text, state) at fork time
         self._bindings: dict[str, tuple[int, int]] = {}  # executor sid -> (index, seed)
@@ -220,14 +240,60 @@ class LocalBackend(BaseBackend):
             self._committed[s.sid] = (s.text_, state)
 
     def generate(self, s: Any, sampling_params: SglSamplingParams) -> tuple[str, dict[str, Any]]:
-        sp = sampling_params
+        req = self._submit(s, sampling_params, stream=False)
+        if isinstance(req, tuple):
+            return req
+        text, reason = req.future.result()
+        return text, self._meta(req, reason, sampling_params)
+
+    def generate_stream(self, s: Any, sampling_params: SglSamplingParams) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(text_delta, meta_info)`` as tokens are sampled (as ``RuntimeEndpoint`` does from the
+        server's stream). Text that could still turn into a stop string, or an incomplete UTF-8
+        character, is held back, so the deltas join to exactly what ``generate`` returns."""
+        req = self._submit(s, sampling_params, stream=True)
+        if isinstance(req, tuple):
+            yield req
+            return
+        assert req.chunks is not None
+        hold = max((len(x) for x in req.stop), default=1) - 1
+        emitted = ""
+        while True:
+            try:
+                n = req.chunks.get(timeout=0.05)
+            except queue.Empty:
+                if req.future.done():
+                    break
+                continue
+            while n is not None and not req.chunks.empty():
+                n = req.chunks.get_nowait()
+            if n is None:
+                break
+            text = self.tokenizer.decode(req.new_ids[:n], skip_special_tokens=True).rstrip("\ufffd")
+            text = text[: max(len(emitted), len(text) - hold)]
+            if len(text) > len(emitted) and text.startswith(emitted):
+                delta, emitted = text[len(emitted) :], text
+                yield delta, self._meta(req, None, sampling_params, n)
+        final, reason = req.future.result()
+        if not final.startswith(emitted):  # should not happen: decoding is prefix-stable
+            raise RuntimeError("streamed text diverged from the final text")
+        yield final[len(emitted) :], self._meta(req, reason, sampling_params)
+
+    def _submit(self, s: Any, sp: SglSamplingParams, stream: bool) -> _GenRequest | tuple[str, dict[str, Any]]:
+        """Queue one gen for the scheduler (or answer at once for a branch that already hit EOS)."""
         if getattr(s, "_sglang_stop_ended", False):
             raise RunCancelled("branch already ended")
         if self._cancelled is not None:
             raise _fresh(self._cancelled)
+        resolve_dtype(sp)
+        if sp.logprob_start_len is not None and sp.logprob_start_len >= 0:
+            raise ValueError("logprob_start_len: prompt logprobs would re-encode the cached prefix; "
+                             "the in-process backend returns output logprobs only (leave it unset)")
+        constraint = self._grammars.constraint(sp.regex, sp.json_schema)
         state = self._state_for(s, create=True)
         if state.finished:
-            return "", {"completion_tokens": 0, "finish_reason": {"type": state.finish_reason}, "cached_tokens": state.kv_len}
+            meta = {"prompt_tokens": len(state.token_ids), "completion_tokens": 0,
+                    "finish_reason": {"type": state.finish_reason}, "cached_tokens": state.kv_len}
+            return "", meta
         stop = [sp.stop] if isinstance(sp.stop, str) else list(sp.stop or [])
         req = _GenRequest(
             state=state,
@@ -235,25 +301,48 @@ class LocalBackend(BaseBackend):
             temperature=float(sp.temperature),
             top_p=float(sp.top_p),
             top_k=int(sp.top_k),
-            stop=stop,
+            stop=[x for x in stop if x],
             stop_token_ids=set(sp.stop_token_ids or ()),
             ignore_eos=bool(sp.ignore_eos),
             future=Future(),
+            min_new_tokens=int(sp.min_new_tokens or 0),
+            constraint=constraint,
+            top_logprobs_num=int(sp.top_logprobs_num or 0) if sp.return_logprob else 0,
+            chunks=queue.Queue() if stream else None,
         )
-        cached = state.kv_len
+        req.cached, req.prompt_tokens = state.kv_len, len(state.token_ids)
+        req.prefix_text = s.text_
         if self._cancelled is not None:
             raise _fresh(self._cancelled)
         self._queue.put(req)
-        text, reason = req.future.result()
-        state.text = s.text_ + text
-        meta = {
-            "prompt_tokens": len(state.token_ids) - len(req.new_ids),
-            "completion_tokens": len(req.new_ids),
-            "cached_tokens": cached,
-            "finish_reason": {"type": reason},
+        return req
+
+    def _meta(self, req: _GenRequest, reason: dict[str, Any] | None, sp: SglSamplingParams,
+              n: int | None = None) -> dict[str, Any]:
+        """``meta_info`` keyed as the SGLang server returns it (logprobs as (logprob, id, text|None))."""
+        if reason is not None:
+            req.state.text = req.prefix_text + req.final_text
+        n = len(req.new_ids) if n is None else n
+        meta: dict[str, Any] = {
+            "prompt_tokens": req.prompt_tokens,
+            "completion_tokens": n,
+            "cached_tokens": req.cached,
+            "finish_reason": reason,
             "e2e_latency": time.perf_counter() - req.start_time,
         }
-        return text, meta
+        if sp.return_logprob:
+            with_text = bool(sp.return_text_in_logprobs)
+
+            def entry(lp: float, tid: int) -> tuple[float, int, str | None]:
+                return (lp, tid, self.tokenizer.decode([tid]) if with_text else None)
+
+            meta["input_token_logprobs"] = []
+            meta["output_token_logprobs"] = [entry(lp, t) for lp, t in req.out_logprobs[:n]]
+            meta["output_token_logprobs_length"] = len(meta["output_token_logprobs"])
+            if req.top_logprobs_num > 0:
+                meta["input_top_logprobs"] = []
+                meta["output_top_logprobs"] = [[entry(lp, t) for lp, t in row] for row in req.out_top[:n]]
+        return meta
 
     def select(
         self,
@@ -287,8 +376,21 @@ class LocalBackend(BaseBackend):
         return ChoicesDecision(decision=choices[best], meta_info={"normalized_prompt_logprobs": scores})
 
     def end_program(self, s: Any) -> None:
+        """Release each executor's branch once its worker has run what was queued: SGLang calls this
+        right after the program function returns, while its gens may still be waiting to run."""
+        here = threading.current_thread()
         for exe in s if isinstance(s, list) else [s]:
-            self.release(exe)
+            worker = getattr(exe, "worker", None)
+            if worker is None or not worker.is_alive() or here is worker:
+                self.release(exe)
+            elif here is self._thread:  # (an executor collected on the model thread) never block it
+                threading.Thread(target=self._release_after, args=(exe, worker), daemon=True).start()
+            else:
+                self._release_after(exe, worker)
+
+    def _release_after(self, exe: Any, worker: threading.Thread) -> None:
+        worker.join()
+        self.release(exe)
 
     # ---- PathBackend ---------------------------------------------------------------------------
     def bind_branch(self, exe: Any, *, index: int, seed: int) -> None:
@@ -374,6 +476,9 @@ class LocalBackend(BaseBackend):
                 if bind is not None:
                     st.index, seed = bind
                     st.generator = torch.Generator().manual_seed(seed)
+                elif self.seed is not None:
+                    self._unbound += 1
+                    st.generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self._unbound) % (2**63))
                 self._states[s.sid] = st
         if st.generator is None:
             st.generator = torch.Generator().manual_seed(torch.seed() % (2**63))
@@ -481,17 +586,17 @@ class LocalBackend(BaseBackend):
                 # nothing cached yet (e.g. a one-token prompt): encode everything, sample from its logits
                 self._extend(st, keep_last=False)
                 pending = 0
+            if r.max_new_tokens <= 0:
+                self._finish(r, "length")
+                continue
             if pending > 1:
                 self._extend(st, keep_last=True)
             elif pending == 0:
-                assert st.next_logits is not None
-                tok = self._sample_rows(st.next_logits[None], [r])[0]
-                st.next_logits = None
-                if self._accept(r, tok):
+                logits, st.next_logits = st.next_logits, None
+                assert logits is not None
+                tok = self._sample_rows(logits[None], [r])[0]
+                if self._accept(r, tok, logits):
                     continue
-            if r.max_new_tokens - len(r.new_ids) <= 0:
-                self._finish(r, "length")
-                continue
             ready.append(r)
         if ready:
             self._batch.add(ready, self.device)
@@ -517,28 +622,52 @@ class LocalBackend(BaseBackend):
         self._usage.forward_tokens += len(b)
         for r in b.rows:
             r.state.kv_len += 1
-        toks = self._sample_rows(out.logits[:, -1], b.rows)
+        logits = out.logits[:, -1]
+        toks = self._sample_rows(logits, b.rows)
         done = []
         for i, (r, tok) in enumerate(zip(b.rows, toks)):
-            if self._accept(r, tok, row=i):
+            if self._accept(r, tok, logits[i], row=i):
                 done.append(i)
         if done:
             b.remove(done)
 
-    def _accept(self, r: _GenRequest, tok: int, row: int | None = None) -> bool:
-        """Append a sampled token; finish the request if it ended. Returns True when finished."""
+    def _accept(self, r: _GenRequest, tok: int, logits: torch.Tensor, row: int | None = None) -> bool:
+        """Append a sampled token; finish the request if it ended. Returns True when finished.
+
+        EOS ends the branch (it stays in its ids, outside its text). A token of ``stop_token_ids``, or
+        EOS under a grammar, ends only this gen: as the server trims it from the text, it is not kept,
+        and the logits it came from stay as the state's next-token logits (its KV covers all tokens),
+        so a later gen on the branch continues without a forward."""
         st = r.state
+        early = len(r.new_ids) < r.min_new_tokens
+        if (tok in r.stop_token_ids and not r.ignore_eos and not early) or (
+            r.constraint is not None and tok in self.eos_ids
+        ):
+            if row is not None:
+                st.past = self._batch.row_past(row)
+            st.next_logits = logits
+            self._finish(r, {"type": "stop", "matched": tok})
+            return True
         st.token_ids.append(tok)
         r.new_ids.append(tok)
         st.sampled += 1
         self._usage.generated_tokens += 1
-        reason = None
-        if not r.ignore_eos and (tok in self.eos_ids or tok in r.stop_token_ids):
-            reason = "stop"
+        if r.chunks is not None:
+            r.chunks.put(len(r.new_ids))
+        reason: dict[str, Any] | str | None = None
+        early = len(r.new_ids) < r.min_new_tokens
+        if r.constraint is not None:
+            r.constraint.accept(tok)
+            if r.constraint.only_stop_left():
+                reason = {"type": "stop", "matched": min(self.eos_ids, default=None)}
+        elif tok in self.eos_ids and not r.ignore_eos and not early:
+            reason = {"type": "stop", "matched": tok}
             st.finished = tok in self.eos_ids
-        elif r.stop and any(x in self.tokenizer.decode(r.new_ids[-16:], skip_special_tokens=True) for x in r.stop):
-            reason = "stop_str"
-        elif len(r.new_ids) >= r.max_new_tokens:
+        if reason is None and r.stop and not early:
+            tail = self.tokenizer.decode(r.new_ids[-16:], skip_special_tokens=True)
+            if any(x in tail for x in r.stop):
+                reason = "stop_str"
+        if reason is None and len(r.new_ids) >= r.max_new_tokens:
             reason = "length"
         if reason is None:
             return False
@@ -548,15 +677,22 @@ class LocalBackend(BaseBackend):
         self._finish(r, reason)
         return True
 
-    def _finish(self, r: _GenRequest, reason: str) -> None:
+    def _finish(self, r: _GenRequest, reason: dict[str, Any] | str) -> None:
         st = r.state
-        st.finish_reason = reason
         text = self.tokenizer.decode(r.new_ids, skip_special_tokens=True)
         if reason == "stop_str":
-            cut = min((text.find(x) for x in r.stop if x in text), default=len(text))
+            hits = [(text.find(x), x) for x in r.stop if x in text]
+            cut, matched = min(hits) if hits else (len(text), None)
             text = self._truncate_to_text(r, text[:cut])
-            reason = "stop"
+            reason = {"type": "stop", "matched": matched}
+        elif reason == "length":
+            reason = {"type": "length", "length": r.max_new_tokens}
+        assert isinstance(reason, dict)
+        st.finish_reason = reason["type"]
+        r.final_text = text
         r.future.set_result((text, reason))
+        if r.chunks is not None:
+            r.chunks.put(None)
 
     def _truncate_to_text(self, r: _GenRequest, text: str) -> str:
         """Drop sampled tokens past a stop string, so the branch's ids match the text the frontend keeps."""
@@ -576,15 +712,24 @@ class LocalBackend(BaseBackend):
         return text
 
     def _sample_rows(self, logits: torch.Tensor, rows: Sequence[_GenRequest]) -> list[int]:
-        """Per-row temperature/top-k/top-p sampling with each branch's own generator.
+        """Per-row temperature/top-k/top-p sampling with each branch's own generator, under each
+        row's grammar mask and ``min_new_tokens`` (stop tokens blocked until then).
 
         Also records, per row, the chosen token's logprob, the top-k logprobs and the entropy of the
-        untempered distribution: the inputs of confidence/entropy scorers.
+        untempered, unmasked distribution: the inputs of confidence/entropy scorers.
         """
         logits = logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         ent = -(logp.exp() * logp).sum(-1)
-        top_lp = logp.topk(min(TOP_LOGPROBS, logp.shape[-1]), dim=-1).values.cpu()
+        top = logp.topk(min(TOP_LOGPROBS, logp.shape[-1]), dim=-1)
+        top_lp = top.values.cpu()
+        masks = {i: r.constraint.mask() for i, r in enumerate(rows) if r.constraint is not None}
+        early = [i for i, r in enumerate(rows) if r.constraint is None and len(r.new_ids) < r.min_new_tokens]
+        if masks or early:
+            logits = logits.clone()
+            apply_masks(logits, masks)
+            for i in early:
+                logits[i, sorted(self.eos_ids | rows[i].stop_token_ids)] = float("-inf")
         out = []
         for i, r in enumerate(rows):
             if r.temperature <= 0:
@@ -602,8 +747,13 @@ class LocalBackend(BaseBackend):
                 j = torch.multinomial(probs.cpu(), 1, generator=r.state.generator).item()
                 tok = int(idx[j])
             st = r.state
-            st.logprobs.append(float(logp[i, tok]))
+            lp = float(logp[i, tok])
+            st.logprobs.append(lp)
             st.top_logprobs.append(top_lp[i].tolist())
             st.entropies.append(float(ent[i]))
+            r.out_logprobs.append((lp, tok))
+            if r.top_logprobs_num > 0:
+                k_top = logp[i].topk(min(r.top_logprobs_num, logp.shape[-1]))
+                r.out_top.append(list(zip(k_top.values.tolist(), k_top.indices.tolist())))
             out.append(tok)
         return out

@@ -1,0 +1,202 @@
+"""SGLang frontend features on the in-process backend, as a user's own program would use them:
+streaming, grammar-constrained gens (regex, json_schema, dtype), min_tokens, stop token ids and
+logprobs in meta_info. The model is the tiny random Llama with a character vocabulary covering
+printable ASCII, so xgrammar can spell JSON with it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import string
+
+import pytest
+import sglang as sgl
+import torch
+
+from sglang_stop.backends.local import LocalBackend
+from tests.conftest import make_tiny_llama
+
+pytest.importorskip("xgrammar")
+
+
+def ascii_tokenizer():
+    """One token per printable ASCII character, plus <pad>/<s>/</s> (ids 0-2, as in conftest)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(set(string.printable) - set("\x0b\x0c\r")))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+@pytest.fixture(scope="module")
+def ascii_lm():
+    tok = ascii_tokenizer()
+    return make_tiny_llama(len(tok), seed=1), tok
+
+
+@pytest.fixture()
+def backend(ascii_lm):
+    be = LocalBackend(*ascii_lm, json_whitespace=0, seed=3)
+    yield be
+    be.shutdown()
+
+
+@sgl.function
+def sampled(s, prompt):
+    s += prompt
+    s += sgl.gen("out", max_tokens=24, temperature=1.0, stop=["."], return_logprob=True, top_logprobs_num=3,
+                 return_text_in_logprobs=True)
+
+
+def test_stream_yields_the_non_streamed_text_with_the_same_seed(ascii_lm):
+    outs = []
+    for stream in (False, True):
+        be = LocalBackend(*ascii_lm, seed=11)
+        st = sampled.run(prompt="Q: 2+2=", stream=stream, backend=be)
+        chunks = list(st.text_iter("out")) if stream else [st["out"]]
+        outs.append(("".join(chunks), st["out"], st.get_meta_info("out"), len(chunks)))
+        be.shutdown()
+    (plain, _, meta, _), (joined, var, smeta, n_chunks) = outs
+    assert plain and joined == plain == var
+    assert n_chunks > 2  # really token by token, not one chunk at the end
+    assert smeta["output_token_logprobs"] == meta["output_token_logprobs"]
+    assert smeta["finish_reason"] == meta["finish_reason"]
+
+
+def test_async_stream_and_logprobs_in_meta_info(backend, ascii_lm):
+    model, tok = ascii_lm
+    st = sampled.run(prompt="Q: 7-3=", stream=True, backend=backend)
+
+    async def collect() -> str:
+        return "".join([c async for c in st.text_async_iter("out")])
+
+    text = asyncio.run(collect())
+    meta = st.get_meta_info("out")
+    assert text == st["out"]
+    lps = meta["output_token_logprobs"]
+    assert len(lps) == meta["completion_tokens"] == len(meta["output_top_logprobs"])
+    ids = tok("Q: 7-3=")["input_ids"]
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([ids + [t for _, t, _ in lps]])).logits[0].float(), -1)
+    for j, (lp, tid, piece) in enumerate(lps):  # server layout: (logprob, token id, token text)
+        assert piece == tok.decode([tid])
+        assert abs(lp - float(ref[len(ids) - 1 + j, tid])) < 1e-4
+        assert [t for _, t, _ in meta["output_top_logprobs"][j]] == ref[len(ids) - 1 + j].topk(3).indices.tolist()
+
+
+@sgl.function
+def fork_mixed(s, regex):
+    s += "Answer: "
+    forks = s.fork(4)
+    for i, f in enumerate(forks):
+        if i < 2:
+            f += sgl.gen("out", max_tokens=16, temperature=1.0, regex=regex)
+        else:  # free rows, long enough to be decoding while the constrained ones run
+            f += sgl.gen("out", max_tokens=24, temperature=1.0, ignore_eos=True)
+    forks.join()
+    return [f["out"] for f in forks], [f.get_meta_info("out")["completion_tokens"] for f in forks]
+
+
+def test_regex_holds_on_every_branch_and_batches_with_free_rows(backend):
+    regex = r"(yes|no), [0-9]{2}[a-c]"
+    st = fork_mixed.run(regex=regex, backend=backend)
+    outs, counts = st.ret_value
+    assert backend.max_batch_seen == 4  # constrained and free branches decoded in one batch
+    for text in outs[:2]:
+        assert re.fullmatch(regex, text), text
+    assert any(not re.fullmatch(regex, t) for t in outs[2:])  # the free rows really were free
+    assert counts[2:] == [24, 24]
+
+
+@sgl.function
+def regex_fork(s, regex):
+    s += "Pick: "
+    forks = s.fork(6)
+    forks += sgl.gen("out", max_tokens=12, temperature=1.0, regex=regex)
+    forks.join()
+    return [f["out"] for f in forks]
+
+
+def test_regex_on_all_branches_of_a_fork(backend):
+    regex = r"[A-C]{1,3}-[0-9]"
+    outs = regex_fork.run(regex=regex, backend=backend).ret_value
+    assert len(outs) == 6 and len(set(outs)) > 1  # sampled, yet every branch obeys
+    for text in outs:
+        assert re.fullmatch(regex, text), text
+
+
+def test_json_schema_parses_and_validates(backend):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {
+        "type": "object",
+        "properties": {"name": {"enum": ["ab", "cd"]}, "ok": {"type": "boolean"},
+                       "n": {"type": "integer", "minimum": 0, "maximum": 99}},
+        "required": ["name", "ok", "n"],
+        "additionalProperties": False,
+    }
+
+    @sgl.function
+    def prog(s):
+        s += "Record: "
+        s += sgl.gen("rec", max_tokens=48, temperature=1.0, json_schema=json.dumps(schema))
+        s += " then"
+        s += sgl.gen("after", max_tokens=4, temperature=0.0)  # the branch goes on after the grammar ends
+
+    st = prog.run(backend=backend)
+    obj = json.loads(st["rec"])
+    jsonschema.validate(obj, schema)
+    assert st.get_meta_info("rec")["finish_reason"]["type"] == "stop"
+    assert st.get_meta_info("after")["completion_tokens"] == 4
+    assert backend.usage().reencoded_tokens == 0
+
+
+def test_dtypes_parse(backend):
+    @sgl.function
+    def prog(s):
+        s += "Hours: " + sgl.gen("i", dtype=int, max_tokens=6)
+        s += "\nRate: " + sgl.gen("f", dtype=float, max_tokens=6)
+        s += "\nOk: " + sgl.gen("b", dtype=bool, max_tokens=6)
+        s += "\nName: " + sgl.gen("s", dtype=str, max_tokens=10)
+
+    st = prog.run(backend=backend)
+    assert isinstance(int(st["i"]), int)
+    assert isinstance(float(st["f"]), float)
+    assert st["b"] in {"True", "False"}
+    assert re.fullmatch(r"\"[\w\d\s]*\"", st["s"]) or not st["s"].endswith('"')  # cut by max_tokens at worst
+    assert backend.usage().reencoded_tokens == 0
+
+
+def test_bad_json_schema_is_one_clear_error(backend):
+    @sgl.function
+    def prog(s):
+        s += "x" + sgl.gen("v", json_schema="{not json", max_tokens=4)
+
+    st = prog.run(backend=backend)
+    with pytest.raises(KeyError):
+        st["v"]
+    err = str(st.stream_executor.error())
+    assert err.startswith("json_schema: cannot compile") and "\n" not in err
+    assert backend.live_branches() == 0
+
+
+def test_min_tokens_and_stop_token_ids(backend, ascii_lm):
+    _, tok = ascii_lm
+
+    @sgl.function
+    def greedy(s, stop_ids, min_toks):
+        s += "Q: 1+1="
+        s += sgl.gen("out", max_tokens=8, temperature=0.0, stop_token_ids=stop_ids, min_tokens=min_toks)
+
+    free = greedy.run(None, 0, backend=backend)["out"]
+    first = tok.convert_tokens_to_ids(free[0])
+    st = greedy.run([first], 0, backend=backend)
+    assert st["out"] == ""  # the stop token is trimmed from the text, as the server does
+    assert st.get_meta_info("out")["finish_reason"] == {"type": "stop", "matched": first}
+    st = greedy.run([first], 3, backend=backend)
+    assert len(tok(st["out"], add_special_tokens=False)["input_ids"]) >= 3
+    assert free[0] not in st["out"][:3]  # blocked until min_tokens, not just cut afterwards
