@@ -101,7 +101,9 @@ def create_app(engine: Engine, metrics: Metrics | None = None) -> FastAPI:
         """Run the job on a worker; the admission slot is freed when the run has unwound."""
         cf = pool.submit(engine.run, job)
         cf.add_done_callback(lambda _f: engine.release(job.slot))
-        return asyncio.wrap_future(cf)
+        fut = asyncio.wrap_future(cf)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a dropped client's run: retrieved here
+        return fut
 
     async def admitted_job(req: ChatRequest | CompletionRequest) -> Job:
         slot = engine.acquire()

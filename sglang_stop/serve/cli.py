@@ -35,8 +35,9 @@ def check_port(host: str, port: int) -> None:
 
 
 def build_server(config: str | None, model: str | None, servers: tuple[str, ...], max_concurrent: int,
-                 retry_after: int = 1) -> tuple[Any, Any]:
-    """The engine and app (checks first, then loads the model or connects to the servers)."""
+                 retry_after: int = 1, **overrides: Any) -> tuple[Any, Any]:
+    """The engine and app (checks first, then loads the model or connects to the servers);
+    ``overrides`` are config fields as :func:`sglang_stop.api.build_config` takes them."""
     from sglang_stop.api import build_config
     from sglang_stop.serve.app import create_app
     from sglang_stop.serve.engine import Engine
@@ -49,7 +50,7 @@ def build_server(config: str | None, model: str | None, servers: tuple[str, ...]
         raise UserError(f"--max-concurrent: must be >= 1, got {max_concurrent}")
     if config is not None and not Path(config).exists():
         raise UserError(f"--config {config}: config file not found")
-    cfg = build_config(config, model=model)
+    cfg = build_config(config, model=model, **overrides)
     if not servers and cfg.model.path is not None and not Path(cfg.model.path).is_dir():
         raise UserError(f"model.path: {cfg.model.path}: no such directory")
     task = load_task(cfg.task or "default")
