@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 from sglang_stop.srt import state
-from sglang_stop.srt.convert import is_stop_adapter
+from sglang_stop.errors import UserError
+from sglang_stop.srt.convert import is_stop_adapter, load_stop_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ def _lora_load(original, manager: Any, lora_ref: Any, *args: Any, **kwargs: Any)
     if path and is_stop_adapter(path):
         args_ = _server_args()
         problem = server_problem(args_) if args_ is not None else None
+        if not problem:
+            try:
+                load_stop_adapter(path)  # garbage side files: a refused load, not a dead scheduler
+            except UserError as e:
+                problem = str(e)
         if problem:
             logger.error("sglang_stop: STOP adapter %s refused: %s", lora_ref.lora_name, problem)
             return manager.create_lora_update_result(success=False, error_message=problem)

@@ -201,9 +201,11 @@ def _last_hidden(meta: dict[str, Any]) -> list[float]:
             HTTPStatus.SERVICE_UNAVAILABLE,
             "no hidden states returned: start the server with --return-hidden-states-mode last",
         )
-    rows = hs[0]
-    while rows and isinstance(rows[0], list):  # "last" mode: one row; a full-mode server: the last prefill row
-        rows = rows[-1]
+    rows = hs  # "last" mode: the row itself
+    if rows and isinstance(rows[0], list):  # [row] or [prefill rows] (+ decode rows): the last prefill row
+        rows = rows[0]
+        while rows and isinstance(rows[0], list):
+            rows = rows[-1]
     return rows
 
 

@@ -205,3 +205,9 @@ def test_routed_dp_rank_is_checked(monkeypatch):
         routes.ScoreRequest.model_validate_json('{"input_ids": [[1]], "routed_dp_rank": "1"}')
     with pytest.raises(routes.ScoreError, match="^--page-size 4"):
         routes.check_server(SimpleNamespace(server_args=SimpleNamespace(**{**GOOD, "page_size": 4})))
+
+
+@pytest.mark.parametrize("hs", [[1.0, 2.0], [[1.0, 2.0]], [[[0.0, 0.0], [1.0, 2.0]]], [[[0.0, 0.0], [1.0, 2.0]], [9.0, 9.0]]])
+def test_last_hidden_reads_every_reply_shape(hs):
+    """"last" mode replies with the row itself; a full-mode server with the prefill rows (+ decode rows)."""
+    assert routes._last_hidden({"hidden_states": hs}) == [1.0, 2.0]

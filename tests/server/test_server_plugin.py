@@ -200,3 +200,25 @@ def test_body_over_the_limit_is_refused_unread(server):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
     assert b"body: 200000000 bytes exceed the limit" in reply
+
+
+def test_adapter_loaded_after_startup_is_masked_and_scores(server, reference, artifacts, tmp_path):
+    """/load_lora_adapter of a second STOP adapter (another reserved id): the scheduler's persistent mask is
+    updated in place, so its id is never sampled either; it scores like the first (same checkpoint)."""
+    from sglang_stop.srt.convert import convert_checkpoint
+
+    vocab = json.loads((artifacts.model / "config.json").read_text())["vocab_size"]
+    sid2 = vocab - 2
+    assert sid2 != _stop_id(artifacts)
+    convert_checkpoint(artifacts.checkpoint, artifacts.model, tmp_path / "stop2", stop_token_id=sid2,
+                       check_weights=False)
+    r = requests.post(server.url + "/load_lora_adapter",
+                      json={"lora_name": "stop2", "lora_path": str(tmp_path / "stop2")}, timeout=300)
+    assert r.status_code == 200, r.text
+    listed = requests.get(server.url + "/stop/adapters", timeout=30).json()
+    assert {a["name"]: a["stop_token_id"] for a in listed["adapters"]}["stop2"] == sid2 and listed["dp_size"] == 1
+    prompt = _prefixes(artifacts)[0]
+    out = _generate(server, prompt, 6, logit_bias={str(sid2): 1e4})
+    assert sid2 not in out["output_ids"]
+    got = _score(server, [prompt], adapter="stop2")
+    assert abs(got["scores"][0] - reference.score(prompt)) <= TOL and got["cached_tokens"] == [len(prompt)]
