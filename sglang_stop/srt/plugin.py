@@ -76,6 +76,9 @@ def server_problem(args: Any) -> str | None:
             or getattr(args, "return_hidden_states_mode", None) in ("last", "full")):
         return ("--return-hidden-states-mode: STOP scoring reads the last [STOP] token's hidden state; "
                 "launch with --return-hidden-states-mode last")
+    if getattr(args, "enable_return_aux_hidden_states", False):
+        return ("--enable-return-aux-hidden-states: the returned hidden state would be the packed aux layers, "
+                "not the final-norm state the STOP head reads; launch without it")
     slots = getattr(args, "max_loras_per_batch", None)
     if slots is not None and int(slots) < 2:
         return (f"--max-loras-per-batch {slots}: needs >= 2 (the base model takes one slot, the STOP adapter "

@@ -251,6 +251,11 @@ async def _score_once(tm: Any, request: Any, body: ScoreRequest, cfg: Any, w: to
         routed_dp_rank=rank,
     )
     hidden = torch.tensor([_last_hidden(o["meta_info"]) for o in outs], dtype=torch.float32)
+    if hidden.shape[-1] != w.shape[1]:  # e.g. EAGLE3's packed aux hidden states replace the final one
+        raise ScoreError(HTTPStatus.SERVICE_UNAVAILABLE,
+                         f"the server returned hidden states of {hidden.shape[-1]} values, the STOP head reads "
+                         f"{w.shape[1]} (the final-norm state): launch without aux-hidden-state capture "
+                         "(EAGLE3 speculative decoding, --enable-return-aux-hidden-states)")
     probs = torch.softmax(hidden @ w.T + b, dim=-1)[:, cfg.positive_label]
     cached = [int(o["meta_info"].get("cached_tokens", 0)) for o in outs]
     return probs.tolist(), cached

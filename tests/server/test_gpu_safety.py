@@ -108,6 +108,7 @@ GOOD = dict(page_size=1, disable_radix_cache=False, enable_return_hidden_states=
         ({"disable_radix_cache": True}, "--disable-radix-cache"),
         ({"return_hidden_states_mode": None}, "--return-hidden-states-mode"),
         ({"max_loras_per_batch": 1}, "--max-loras-per-batch 1"),
+        ({"enable_return_aux_hidden_states": True}, "--enable-return-aux-hidden-states"),
         ({"nnodes": 2}, "SGLANG_STOP_SECRET"),
     ],
 )
@@ -211,3 +212,17 @@ def test_routed_dp_rank_is_checked(monkeypatch):
 def test_last_hidden_reads_every_reply_shape(hs):
     """"last" mode replies with the row itself; a full-mode server with the prefill rows (+ decode rows)."""
     assert routes._last_hidden({"hidden_states": hs}) == [1.0, 2.0]
+
+
+def test_hidden_states_of_another_size_are_refused(monkeypatch):
+    """EAGLE3-style packed aux hidden states (3 x hidden) must not reach the head as if final-norm."""
+    async def fake_generate(tm, request, **kwargs):
+        return [{"meta_info": {"hidden_states": [0.5] * (3 * tiny.HIDDEN), "cached_tokens": 3}}
+                for _ in kwargs["input_ids"]]
+
+    monkeypatch.setattr(routes, "_generate", fake_generate)
+    tm = SimpleNamespace(server_args=SimpleNamespace(**GOOD))
+    cfg = SimpleNamespace(stop_token_id=99, num_stop_tokens=tiny.K_STOP, positive_label=1)
+    body = routes.ScoreRequest(input_ids=[[1, 2, 3]])
+    with pytest.raises(routes.ScoreError, match=f"hidden states of {3 * tiny.HIDDEN} values"):
+        asyncio.run(routes._score_once(tm, None, body, cfg, torch.zeros(2, tiny.HIDDEN), torch.zeros(2)))
