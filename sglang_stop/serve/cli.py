@@ -38,18 +38,18 @@ def build_server(config: str | None, model: str | None, servers: tuple[str, ...]
                  retry_after: int = 1, **overrides: Any) -> tuple[Any, Any]:
     """The engine and app (checks first, then loads the model or connects to the servers);
     ``overrides`` are config fields as :func:`sglang_stop.api.build_config` takes them."""
-    from sglang_stop.api import build_config
-    from sglang_stop.serve.app import create_app
-    from sglang_stop.serve.engine import Engine
-    from sglang_stop.serve.metrics import Metrics
-    from sglang_stop.tasks import load_task
-
     if model is not None and servers:
         raise UserError("--model: not with --server (each server runs its own model)")
     if max_concurrent < 1:
         raise UserError(f"--max-concurrent: must be >= 1, got {max_concurrent}")
     if config is not None and not Path(config).exists():
         raise UserError(f"--config {config}: config file not found")
+    from sglang_stop.api import build_config  # torch, transformers: after the checks that need neither
+    from sglang_stop.serve.app import create_app
+    from sglang_stop.serve.engine import Engine
+    from sglang_stop.serve.metrics import Metrics
+    from sglang_stop.tasks import load_task
+
     cfg = build_config(config, model=model, **overrides)
     if not servers and cfg.model.path is not None and not Path(cfg.model.path).is_dir():
         raise UserError(f"model.path: {cfg.model.path}: no such directory")

@@ -1,0 +1,111 @@
+"""Throughput of `sglang-stop serve` at several client concurrencies, over real HTTP on loopback.
+
+Starts the server in this process (uvicorn on a free 127.0.0.1 port), sends ``requests`` completions
+per level from that many client threads, and reports requests/s, mean latency and the decode batch
+size the backend reached at that level (``LocalBackend.max_batch_seen``, reset per level).
+
+    python -m sglang_stop.serve.bench --config configs/testbed.yaml --levels 1,8,32
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import click
+
+from sglang_stop.cli_errors import run_cli_group
+from sglang_stop.errors import UserError
+
+PROMPTS = ["Q4-8-8=", "Q1+2+3=", "Q9-4+7=", "Q5+5-2=", "Q3-9-1=", "Q8+1+1=", "Q2-7+4=", "Q6+3-8="]
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--levels: expected comma-separated integers, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise UserError(f"--levels: each level must be >= 1, got {text!r}")
+    return out
+
+
+def measure(url: str, backend: Any, level: int, requests: int, prompts: list[str]) -> dict[str, Any]:
+    """One level: ``requests`` completions from ``level`` threads; every answer must be well formed."""
+    import httpx
+
+    if hasattr(backend, "max_batch_seen"):
+        backend.max_batch_seen = 0
+    lat: list[float] = []
+    tokens = [0]
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        t0 = time.perf_counter()
+        r = httpx.post(url + "/v1/completions", json={"prompt": prompts[i % len(prompts)], "seed": i}, timeout=600)
+        if r.status_code != 200:
+            raise RuntimeError(f"request {i}: HTTP {r.status_code}: {r.text[:200]}")
+        body = r.json()
+        with lock:
+            lat.append(time.perf_counter() - t0)
+            tokens[0] += body["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(level) as pool:
+        list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - t0
+    return {"concurrency": level, "requests": requests, "wall_s": round(wall, 2),
+            "requests_per_s": round(requests / wall, 3), "mean_latency_s": round(sum(lat) / len(lat), 2),
+            "tokens_per_s": round(tokens[0] / wall, 1), "max_decode_batch": getattr(backend, "max_batch_seen", None)}
+
+
+@click.command()
+@click.option("--config", default="configs/testbed.yaml", show_default=True)
+@click.option("--model", default=None)
+@click.option("--levels", default="1,8,32", show_default=True, help="client concurrencies")
+@click.option("--requests", "per_level", type=click.IntRange(min=1), default=None,
+              help="requests per level (default: max(8, 2 x level))")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads")
+@click.option("--json", "as_json", is_flag=True)
+def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None, threads: int, as_json: bool) -> None:
+    """Requests/s of the server at each client concurrency, and the decode batch size reached."""
+    import torch
+    import uvicorn
+
+    from sglang_stop.serve.cli import build_server
+    from sglang_stop.tables import table
+
+    lv = _levels(levels)
+    torch.set_num_threads(threads)
+    engine, app = build_server(config, model, (), max(lv))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        measure(url, engine.backends[0], 1, 1, PROMPTS)  # warm-up
+        rows = [measure(url, engine.backends[0], c, per_level or max(8, 2 * c), PROMPTS) for c in lv]
+    finally:
+        server.should_exit = True
+        th.join(10)
+        engine.backends[0].shutdown()
+    if as_json:
+        click.echo(json.dumps({"model": engine.model_name, "n": engine.cfg.n, "scorer": engine.cfg.scorer.name,
+                               "levels": rows}))
+        return
+    keys = list(rows[0])
+    click.echo(table(keys, [[r[k] for k in keys] for r in rows],
+                     title=f"sglang-stop serve: {engine.model_name}, n={engine.cfg.n}, scorer {engine.cfg.scorer.name}"))
+
+
+if __name__ == "__main__":
+    run_cli_group(bench_cmd)
