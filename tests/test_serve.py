@@ -184,6 +184,18 @@ def test_disconnect_mid_stream_releases_its_branches_within_a_second(served: Ser
     assert again.usage.completion_tokens > 0
 
 
+def test_a_client_gone_before_a_plain_reply_cancels_its_run(served: Served) -> None:
+    backend = served.engine.backends[0]
+    with slow_decode(served.engine, 0.1):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(served.url + "/v1/completions", json={"prompt": "Q4-8-8="}, timeout=0.6)
+        t0 = time.monotonic()
+        while backend.live_branches() and time.monotonic() - t0 < 3:
+            time.sleep(0.01)
+        released_s = time.monotonic() - t0
+    assert backend.live_branches() == 0 and released_s < 1.0, released_s
+
+
 def test_a_dropped_stream_does_not_disturb_other_requests(served: Served) -> None:
     """Cancel is per request: a concurrent request gives exactly what it gives alone."""
     engine, backend = served.engine, served.engine.backends[0]

@@ -122,7 +122,7 @@ def create_app(engine: Engine, metrics: Metrics | None = None) -> FastAPI:
         return text, reason, usage.model_dump(mode="json")
 
     async def wait_run(fut: asyncio.Future[Any], job: Job, request: Request) -> Any:
-        """The run's result; cancels it if the client disconnects while we wait."""
+        """The run's result; None (and the run cancelled) if the client disconnects while we wait."""
         try:
             while True:
                 done, _ = await asyncio.wait({fut}, timeout=TICK_S)
@@ -131,7 +131,7 @@ def create_app(engine: Engine, metrics: Metrics | None = None) -> FastAPI:
                 if await request.is_disconnected():
                     job.cancel.set()
                     metrics.requests.labels(request.url.path, "cancelled").inc()
-                    raise ServeError("client disconnected", status=499)
+                    return None
         except asyncio.CancelledError:
             job.cancel.set()
             raise
@@ -152,6 +152,8 @@ def create_app(engine: Engine, metrics: Metrics | None = None) -> FastAPI:
             return StreamingResponse(stream(fut, job, kind, rid, request.url.path, t0), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         res = await wait_run(fut, job, request)
+        if res is None:  # nobody is listening any more
+            return Response(status_code=499)
         text, reason, usage = finish(res, job, t0, request.url.path)
         if kind == "chat":
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
@@ -189,9 +191,13 @@ def create_app(engine: Engine, metrics: Metrics | None = None) -> FastAPI:
                     yield chunk(sglang_stop={"progress": prog})
             try:
                 res = _result(fut)
-            except ServeError as e:
-                metrics.requests.labels(route, "400").inc()
-                yield _sse(error_body(str(e)))
+            except Exception as e:  # noqa: BLE001 - the status line is sent: the error goes in the stream
+                status, body = (e.status, error_body(str(e), e.kind)) if isinstance(e, ServeError) else (
+                    500, error_body(f"internal error: {type(e).__name__}: {e}", "server_error"))
+                if status == 500:
+                    log.error("internal error in a stream", exc_info=e)
+                metrics.requests.labels(route, str(status)).inc()
+                yield _sse(body)
                 yield "data: [DONE]\n\n"
                 return
             text, reason, usage = finish(res, job, t0, route)

@@ -200,7 +200,7 @@ class RequestBackend:
         sids = set(self._execs)
 
         def job() -> None:
-            states = {id(inner._states[s]) for s in sids if s in inner._states}
+            states = {id(st) for st in (inner._states.get(s) for s in sids) if st is not None}
             b = inner._batch
             drop = [i for i, r in enumerate(b.rows) if id(r.state) in states]
             for i in drop:
