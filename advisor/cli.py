@@ -78,21 +78,32 @@ def _max_stages(v: int) -> None:
 
 
 def _storage(storage: str | None) -> None:
-    """A sqlite path (plain or sqlite:///PATH) must name a file in an existing directory; other RDB
-    URLs are checked when the study opens (search.run_study turns their errors into one line)."""
+    """A sqlite path (plain or sqlite:///PATH) or a journal file (journal:///PATH) must name a file in
+    an existing directory; other RDB URLs are checked when the study opens (search.run_study turns
+    their errors into one line)."""
     if storage is None:
         return
-    if storage.startswith("sqlite:///"):
-        path = storage[len("sqlite:///"):]
+    if storage.startswith("journal:"):
+        if not storage.startswith("journal:///"):
+            raise UserError(f"--storage {storage}: a journal file is journal:///ABSOLUTE/PATH")
+        path, kind = storage[len("journal://"):], "journal file"
+    elif storage.startswith("sqlite:///"):
+        path, kind = storage[len("sqlite:///"):], "sqlite file"
     elif "://" in storage:
         return
     else:
-        path = storage
+        path, kind = storage, "sqlite file"
     p = Path(path)
     if not path.strip() or p.is_dir():
-        raise UserError(f"--storage {storage}: expected a sqlite file path, got a directory")
+        raise UserError(f"--storage {storage}: expected a {kind} path, got a directory")
     if not p.parent.is_dir():
         raise UserError(f"--storage {storage}: directory {p.parent} does not exist")
+
+
+def _workers(ctx: click.Context, storage: str | None, heartbeat: int) -> None:
+    _at_least("--heartbeat", heartbeat)
+    if storage is None and _given(ctx, "heartbeat"):
+        _warn("--heartbeat: used only with --storage (an in-memory study has one worker); ignored")
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -227,8 +238,15 @@ def _search_opts(f: Any) -> Any:
     for opt in reversed([
         click.option("--trials", default=200, show_default=True, help="Optuna trials (a resumed study runs up to this total)"),
         click.option("--seed", default=0, show_default=True, help="sampler and replay seed"),
-        click.option("--storage", default=None, help="Optuna storage: a sqlite file path or any RDB URL (default: in memory)"),
-        click.option("--study-name", default=None, help="study name (resumes if it exists in --storage)"),
+        click.option("--storage", default=None,
+                     help="Optuna storage shared by any number of worker processes: a sqlite file path, "
+                          "journal:///PATH (a journal file) or any RDB URL such as postgresql+psycopg://... "
+                          "(default: in memory)"),
+        click.option("--study-name", default=None,
+                     help="study name (resumes, or joins the other workers, if it exists in --storage)"),
+        click.option("--heartbeat", default=10, show_default=True,
+                     help="seconds between a --storage worker's heartbeats; a trial silent for 3 is a dead "
+                          "worker's and is failed (then re-done)"),
         click.option("--max-stages", default=1, show_default=True, help="prune stages searched (1 = the paper's)"),
         click.option("--scorers", default=None, help="comma-separated scorers to search (default: all recorded + none, random)"),
         click.option("--draws", default=128, show_default=True, help="random path subsets per problem"),
@@ -277,8 +295,8 @@ def _setup(calib: tuple[str, ...], seed: int, max_stages: int, scorers: str | No
 @_search_opts
 @click.option("--json", "as_json", is_flag=True)
 def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: float, selection: str, out: str,
-              trials: int, seed: int, storage: str | None, study_name: str | None, max_stages: int, scorers: str | None,
-              draws: int, as_json: bool) -> None:
+              trials: int, seed: int, storage: str | None, study_name: str | None, heartbeat: int, max_stages: int,
+              scorers: str | None, draws: int, as_json: bool) -> None:
     """Search under a budget and write a config `sglang-stop run --config` accepts as is."""
     from advisor.noise import noise_notes, noise_report
     from advisor.recommend import to_runtime_config
@@ -287,6 +305,7 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
 
     _tokens("--budget", budget)
     _check_search(trials, draws, max_stages, storage)
+    _workers(click.get_current_context(), storage, heartbeat)
     if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
         raise UserError(f"--tolerance: must be a fraction in [0, 1), got {tolerance}")
     if selection == "robust" and objective == "tokens":
@@ -300,7 +319,7 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
     cb, close = _progress(not as_json and sys.stderr.isatty())
     try:
         study, results = run_study(rep, space, budget=budget, n_trials=trials, seed=seed, storage=storage,
-                                   study_name=study_name, progress=cb)
+                                   study_name=study_name, progress=cb, heartbeat=heartbeat)
     finally:
         close()
     best = select(results, budget, rule=selection, replayer=rep, space=space, objective=objective, tolerance=tolerance)
@@ -327,24 +346,27 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
 @_search_opts
 @click.option("--exhaustive", is_flag=True, help="replay the whole grid instead of an NSGA-II study")
 @click.option("--json", "as_json", is_flag=True)
-def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, study_name: str | None,
+def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, study_name: str | None, heartbeat: int,
            max_stages: int, scorers: str | None, draws: int, exhaustive: bool, as_json: bool) -> None:
     """Accuracy vs tokens trade-off: the non-dominated configs, cheapest first."""
     from advisor.search import exhaustive as run_grid
     from advisor.search import pareto_front, run_study
 
     _check_search(None if exhaustive else trials, draws, max_stages, storage)
+    ctx = click.get_current_context()
     if exhaustive:
-        ctx = click.get_current_context()
-        dropped = [f"--{o.replace('_', '-')}" for o in ("trials", "storage", "study_name") if _given(ctx, o)]
+        _at_least("--heartbeat", heartbeat)
+        dropped = [f"--{o.replace('_', '-')}" for o in ("trials", "storage", "study_name", "heartbeat") if _given(ctx, o)]
         if dropped:
             _warn(f"{', '.join(dropped)}: not used with --exhaustive (the whole grid is replayed); ignored")
+    else:
+        _workers(ctx, storage, heartbeat)
     cs, space, rep = _setup(calib, seed, max_stages, scorers, draws)
     if exhaustive:
         results = run_grid(rep, space)
     else:
         _, results = run_study(rep, space, budget=None, n_trials=trials, seed=seed, multi_objective=True,
-                               storage=storage, study_name=study_name)
+                               storage=storage, study_name=study_name, heartbeat=heartbeat)
     front = pareto_front(results)
     rows = [f"{'tokens/problem':>15}  {'accuracy %':>10}  {'95% interval':>13}  config"]
     rows += [f"{r.tokens:>15,.0f}  {100 * r.accuracy:>10.1f}  {100 * r.ci_low:>5.1f}-{100 * r.ci_high:<6.1f}  {r.config.label()}"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -237,8 +239,23 @@ class _Overflow(Exception):
 
 
 class _NotOverflow(logging.Filter):
+    """Drops Optuna's two "Trial N failed ..." warnings for an over-claimed trial (bookkeeping, not a
+    failure to report); a real failure still shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._muted: set[str] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "_Overflow" not in record.getMessage()
+        msg = record.getMessage()
+        head = msg.split(" failed with ", 1)[0]  # "Trial N"
+        if "_Overflow(" in msg:
+            self._muted.add(head)
+            return False
+        if head in self._muted and " failed with value " in msg:
+            self._muted.discard(head)
+            return False
+        return True
 
 
 def _per_trial_seed(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
@@ -287,6 +304,11 @@ def _optimize_one(study: optuna.Study, func: Callable[[optuna.Trial], Any]) -> N
         study.optimize(func, n_trials=1, catch=(_Overflow,))
     except optuna.exceptions.UpdateFinishedTrialError:
         pass  # this worker stalled past the grace period and its trial was failed as stale: not counted
+    except ValueError as e:
+        # SQLite has no SELECT ... FOR UPDATE: two workers can pop one enqueued trial; the second
+        # to finish finds it told already (the result is the same policy's, nothing is lost)
+        if "Cannot tell a" not in str(e):
+            raise
 
 
 def _sample(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int,
@@ -321,7 +343,7 @@ def _quiet_optuna() -> None:
     import warnings
 
     optuna.logging.set_verbosity(logging.WARNING)
-    logger = logging.getLogger("optuna")
+    logger = logging.getLogger("optuna.study._optimize")  # filters act where a record is made
     if not any(isinstance(f, _NotOverflow) for f in logger.filters):
         logger.addFilter(_NotOverflow())  # an over-claimed trial is bookkeeping, not a failure to report
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -371,12 +393,15 @@ def run_study(
     if storage is not None:
         sampler = _per_trial_seed(sampler, seed)
     study = _open_study(storage, heartbeat, sampler=sampler, study_name=name, directions=directions)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> Any:
         cfg = suggest(trial, space)
         res = replayer.evaluate(cfg)
         trial.set_user_attr("config", cfg.model_dump(mode="json"))
         trial.set_user_attr("tokens", res.tokens)
+        if storage is not None:
+            trial.set_user_attr("worker", worker)  # which process of a shared study made it
         if budget is not None:
             trial.set_user_attr("constraint", res.tokens - budget)
             if native:

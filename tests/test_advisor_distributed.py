@@ -1,0 +1,208 @@
+"""Distributed advisor search: 4 `stop-advise recommend` worker processes on one Optuna study, on
+SQLite, on Optuna's journal file (`journal:///PATH`) and on a real PostgreSQL server started here.
+
+Each storage gets one scenario that exercises every acceptance point at once: a dead worker's
+RUNNING trial (a process killed while it held a claimed trial) is in the study before the workers
+start, and one of the 4 workers is SIGKILLed mid-run. Then: the study holds exactly the requested
+sampled trials, all COMPLETE, nothing RUNNING or WAITING, every trial finished before the kill is
+still there, the dead trials are FAIL; each surviving worker's recommendation equals the selection
+re-run in this process on the finished study and a fresh single-process `recommend` over it (which
+adds no trial).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from advisor.search import _is_polish, open_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIB = ROOT / "advisor" / "data" / "testbed-calib.jsonl.gz"
+TRIALS, BUDGET, DRAWS = 12, 200, 4
+WORKERS = 4
+TS = optuna.trial.TrialState
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _recommend(storage: str, name: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "advisor.cli", "recommend", "--calib", str(CALIB), "--budget", str(BUDGET),
+            "--out", str(out), "--trials", str(TRIALS), "--draws", str(DRAWS), "--scorers", "stop",
+            "--storage", storage, "--study-name", name, "--heartbeat", "1", "--json"]
+
+
+def _study(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=1))
+
+
+_DEAD = """
+import sys, time, optuna
+from advisor.search import open_storage
+s = optuna.create_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], heartbeat=1),
+                        directions=["maximize"], load_if_exists=True)
+t = s.ask()
+s._storage.record_heartbeat(t._trial_id)
+print(t._trial_id, flush=True)
+time.sleep(600)
+"""
+
+
+def _dead_trial(storage: str, name: str) -> int:
+    """A worker that claimed a trial, beat once and was SIGKILLed: its trial stays RUNNING."""
+    p = subprocess.Popen([sys.executable, "-c", _DEAD, storage, name], stdout=subprocess.PIPE, text=True,
+                         env=ENV, cwd=ROOT)
+    assert p.stdout is not None
+    trial_id = int(p.stdout.readline())
+    p.kill()
+    p.wait()
+    return trial_id
+
+
+def _scenario(storage: str, tmp: Path) -> None:
+    name = "dist"
+    dead_id = _dead_trial(storage, name)
+    assert _study(storage, name).trials[0].state == TS.RUNNING
+    procs = [subprocess.Popen(_recommend(storage, name, tmp / f"rec{i}.yaml"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT) for i in range(WORKERS)]
+    try:
+        victim, watch = procs[0], _study(storage, name)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill one worker once it has finished a trial of its own
+            done = [t for t in watch.get_trials(deepcopy=False, states=(TS.COMPLETE,))
+                    if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+            if done or victim.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert victim.poll() is None, "the victim worker ended before it could be killed"
+        victim.send_signal(signal.SIGKILL)
+        before = {t.number for t in watch.get_trials(deepcopy=False, states=(TS.COMPLETE,))}
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[0].returncode == -signal.SIGKILL
+    for p, (out, err) in zip(procs[1:], outs[1:]):
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+
+    study = _study(storage, name)
+    trials = study.get_trials(deepcopy=False)
+    states = {t.state for t in trials}
+    assert states <= {TS.COMPLETE, TS.FAIL}, states  # nothing RUNNING or WAITING is left behind
+    sampled = [t for t in trials if t.state == TS.COMPLETE and not _is_polish(t)]
+    assert len(sampled) == TRIALS  # exactly the requested count, all workers together
+    assert before <= {t.number for t in trials if t.state == TS.COMPLETE}  # the kill lost no finished trial
+    assert next(t for t in trials if t._trial_id == dead_id).state == TS.FAIL
+    workers = {t.user_attrs["worker"] for t in trials if t.state == TS.COMPLETE}
+    assert len(workers) >= 2  # the trials really come from several processes
+
+    # The selection re-run here on the finished study = every surviving worker's recommendation.
+    from advisor.calibration import load_calibration
+    from advisor.replay import Replayer
+    from advisor.search import _results, select
+
+    rep = Replayer(load_calibration([str(CALIB)]), draws=DRAWS, seed=0)
+    best = select(_results(study, rep), BUDGET)
+    assert best is not None
+    for out, _ in outs[1:]:
+        rec = json.loads(out)
+        assert (rec["config"], rec["accuracy"], rec["tokens"]) == \
+            (best.config.model_dump(mode="json"), best.accuracy, best.tokens)
+    # A single-process `recommend` over the same study adds no trial and recommends the same.
+    one = subprocess.run(_recommend(storage, name, tmp / "single.yaml"), capture_output=True, text=True,
+                         env=ENV, cwd=ROOT, timeout=120)
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["config"] == best.config.model_dump(mode="json")
+    assert len(_study(storage, name).trials) == len(trials)
+
+
+def _fast_dir() -> Path:
+    """SQLite commits every write: on a tmpfs the 4 workers are several times faster than on disk."""
+    shm = Path("/dev/shm")
+    return Path(tempfile.mkdtemp(dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+
+
+@pytest.fixture
+def fast_tmp() -> Iterator[Path]:
+    d = _fast_dir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_four_workers_sqlite(fast_tmp: Path, tmp_path: Path) -> None:
+    _scenario(f"sqlite:///{fast_tmp / 'study.db'}", tmp_path)
+
+
+def test_four_workers_journal(fast_tmp: Path, tmp_path: Path) -> None:
+    _scenario(f"journal://{fast_tmp / 'study.log'}", tmp_path)
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server on a unix socket only (no TCP), as the `postgres` user when
+    this runs as root (initdb refuses root)."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("the PostgreSQL driver is missing: pip install 'psycopg[binary]'")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="stop-pg-"))
+    if os.geteuid() == 0:
+        try:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(base, ignore_errors=True)
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, sock = base / "data", base
+    with socket.socket() as s:  # a free port number: it names the socket file only
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run(*cmd: str) -> None:
+        r = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=60, cwd=base)
+        if r.returncode != 0:
+            shutil.rmtree(base, ignore_errors=True)
+            pytest.skip(f"cannot start PostgreSQL ({Path(cmd[0]).name}: {(r.stderr or r.stdout).strip()[:200]})")
+
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+        f"-p {port} -k {sock} -c listen_addresses='' -c fsync=off", "start")
+    try:
+        run(str(bindir / "createdb"), "-h", str(sock), "-p", str(port), "-U", "postgres", "stop")
+        yield f"postgresql+psycopg://postgres@/stop?host={sock}&port={port}"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60, cwd=base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_four_workers_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    _scenario(postgres_url, tmp_path)
