@@ -152,10 +152,20 @@ class Checker:
         return [(o["output_ids"], [t[0] for t in o["meta_info"]["output_token_logprobs"]]) for o in outs]
 
     def run(self) -> int:
-        d = self.data
-        prompts = [p[:64] for p in d["prefixes"]]
+        prompts = [p[:64] for p in self.data["prefixes"]]
         baseline = self.base_logprobs(prompts)  # before any STOP request touched the server
+        for name, check in [("scores", self.check_scores), ("masking", lambda: self.check_masking(prompts)),
+                            ("base", lambda: self.check_base_unchanged(prompts, baseline)),
+                            ("latency", self.check_latency)]:
+            try:
+                check()
+            except Exception as e:  # noqa: BLE001 - a failed request is a failed check, reported, not a crash
+                self.verdict(f"{name}_error", False, f"{type(e).__name__}: {e}")
+        print(json.dumps({"failed": self.failed, "results": self.results}))
+        return 1 if self.failed else 0
 
+    def check_scores(self) -> None:
+        d = self.data
         got = self.post("/stop/score", {"input_ids": d["prefixes"]})
         diffs = [abs(a - b) for a, b in zip(got["scores"], d["reference"])]
         self.verdict("scores_vs_peft_bf16", max(diffs) <= SCORE_TOL,
@@ -163,6 +173,8 @@ class Checker:
         want = [len(p) for p in d["prefixes"]]
         self.verdict("cached_tokens", got["cached_tokens"] == want, {"got": got["cached_tokens"], "want": want})
 
+    def check_masking(self, prompts: list[list[int]]) -> None:
+        d = self.data
         self.check_never_sampled("stop", d["stop_id"], prompts)
         r = self.requests.post(self.url + "/load_lora_adapter",
                                json={"lora_name": "stop2", "lora_path": d["adapter2"]}, timeout=600)
@@ -172,11 +184,6 @@ class Checker:
             got2 = self.post("/stop/score", {"input_ids": d["prefixes"], "adapter": "stop2"})
             diff2 = max(abs(a - b) for a, b in zip(got2["scores"], d["reference"]))
             self.verdict("scores_adapter_loaded_later", diff2 <= SCORE_TOL, {"max_abs_diff": diff2})
-
-        self.check_base_unchanged(prompts, baseline)
-        self.check_latency()
-        print(json.dumps({"failed": self.failed, "results": self.results}))
-        return 1 if self.failed else 0
 
     def check_never_sampled(self, name: str, sid: int, prompts: list[list[int]]) -> None:
         bias = {str(sid): 1e4}
