@@ -200,3 +200,29 @@ def test_min_tokens_and_stop_token_ids(backend, ascii_lm):
     st = greedy.run([first], 3, backend=backend)
     assert len(tok(st["out"], add_special_tokens=False)["input_ids"]) >= 3
     assert free[0] not in st["out"][:3]  # blocked until min_tokens, not just cut afterwards
+
+
+def test_batched_sampler_draws_from_each_rows_distribution():
+    """The vectorised inverse-CDF sampler: frequencies match softmax(logits / T) per row, top-k and
+    top-p cut exactly where the per-row sort did, and greedy rows take the argmax."""
+    from types import SimpleNamespace
+
+    from sglang_stop.backends.local import _pick_tokens
+
+    settings = [(1.0, -1, 1.0), (0.5, 2, 1.0), (1.0, -1, 0.7), (0.0, -1, 1.0)]  # (temperature, top_k, top_p)
+    copies = 500  # rows per setting, each with its own generator: 500 x 8 calls = 4000 draws a setting
+    rows = [SimpleNamespace(temperature=t, top_k=k, top_p=p,
+                            state=SimpleNamespace(generator=torch.Generator().manual_seed(i * copies + c)))
+            for i, (t, k, p) in enumerate(settings) for c in range(copies)]
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]]).expand(len(rows), 5)
+    draws = torch.tensor([_pick_tokens(logits, rows) for _ in range(8)]).view(8, 4, copies).transpose(0, 1)
+    freq = torch.stack([torch.bincount(d.flatten(), minlength=5) / d.numel() for d in draws])
+    p_plain = torch.softmax(logits[0], -1)
+    torch.testing.assert_close(freq[0], p_plain, atol=0.03, rtol=0)
+    torch.testing.assert_close(freq[1, :2], torch.softmax(logits[0, :2] / 0.5, -1), atol=0.03, rtol=0)
+    assert freq[1, 2:].sum() == 0
+    # top_p 0.7: cum probs 0.64, 0.88, ... -> the first two tokens, renormalised
+    torch.testing.assert_close(freq[2, :2], p_plain[:2] / p_plain[:2].sum(), atol=0.03, rtol=0)
+    assert freq[2, 2:].sum() == 0
+    assert (draws[3] == 0).all()
+    assert (draws[:3] != 4).all()  # a token of probability 0 is never drawn

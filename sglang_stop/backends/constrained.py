@@ -131,4 +131,4 @@ def apply_masks(logits: torch.Tensor, masks: dict[int, torch.Tensor]) -> None:
     bm = torch.cat([masks[i] for i in rows])
     full = torch.full((logits.shape[0], bm.shape[1]), -1, dtype=bm.dtype)
     full[rows] = bm
-    xgr.apply_token_bitmask_inplace(logits, full, vocab_size=logits.shape[-1], indices=rows)
+    xgr.apply_token_bitmask_inplace(logits, full.to(logits.device), vocab_size=logits.shape[-1], indices=rows)
