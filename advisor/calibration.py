@@ -28,7 +28,7 @@ from sglang_stop.config import ModelSpec, SamplingConfig
 from sglang_stop.errors import UserError
 from sglang_stop.io import RecordHeader, read_data, read_header, read_jsonl
 
-CALIB_SCHEMA_VERSION = 1
+CALIB_SCHEMA_VERSION: Literal[1] = 1
 
 #: Scorers the replay can evaluate without recorded scores.
 VIRTUAL_SCORERS = ("none", "random")

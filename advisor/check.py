@@ -198,7 +198,8 @@ def check_exact(calib: str | Path | list[str | Path], cfg: RuntimeConfig, result
     if seeds != {cfg.seed}:
         raise UserError(f"seed: the run used {cfg.seed}, the calibration {sorted(seeds, key=str)}; "
                         "exactness needs the calibration's seed")
-    tok_bad, ans_bad, bad_ids = 0, 0, []
+    tok_bad, ans_bad = 0, 0
+    bad_ids: list[str] = []
     rt = mt = ra = ma = 0.0
     for r in results:
         rec = by_id.get(r.problem_id)

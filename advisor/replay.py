@@ -85,8 +85,8 @@ def policy_notes(cfg: ReplayConfig, opt: str = "--stage") -> list[str]:
     alive, last, prev = cfg.n, 0, None
     for st in cfg.stages:
         if st.prefix_len <= last:
-            raise UserError(f"{name(st)}: prefix length must exceed the previous stage's ({name(prev)}); "
-                            "stages are cumulative prefix lengths, in order")  # type: ignore[arg-type]
+            raise UserError(f"{name(st)}: prefix length must exceed the previous stage's ({name(prev)}); "  # type: ignore[arg-type]
+                            "stages are cumulative prefix lengths, in order")
         if st.keep > alive:
             after = f"after {name(prev)}" if prev is not None else f"with --n {cfg.n}"
             raise UserError(f"{name(st)}: keeps {st.keep} paths, but only {alive} are alive {after}")

@@ -27,12 +27,12 @@ def cache_from_past(past: Past) -> DynamicCache:
         layers.append(layer)
     cache = DynamicCache()
     if layers:
-        cache.layers = layers
+        cache.layers = layers  # type: ignore[assignment]  # DynamicLayer is one of the union
     return cache
 
 
 def past_of(cache: DynamicCache) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    return tuple((layer.keys, layer.values) for layer in cache.layers)
+    return tuple((layer.keys, layer.values) for layer in cache.layers)  # type: ignore[misc,union-attr]
 
 
 class ReservedLayer(DynamicLayer):

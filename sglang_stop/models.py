@@ -95,7 +95,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     )
     # The weights are plain fp32 now; without this, save_pretrained records a GGUF quantizer that
     # a normal load would then try (and fail) to apply.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(out))
@@ -149,7 +149,7 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
         raise UserError(f"model.path: {model_dir}: cannot load: {first}") from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
-    model.to(dev)
+    model.to(dev)  # type: ignore[arg-type]  # transformers stubs type .to() oddly
     model.eval()
     from sglang_stop.attention import use_gqa_sdpa
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,11 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from sglang_stop.kvcache import cache_from_past, cache_with_room
+
+# A Hugging Face causal LM (PreTrainedModel). Typed loosely: torch's stubs type a Module's attributes as
+# `Tensor | Module`, so `model.config` / `model.get_input_embeddings()` would not type-check.
+HFModel = Any
+
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -35,13 +40,13 @@ class StopNetConfig(BaseModel):
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
 
 
-def target_linears(model: nn.Module, targets: Sequence[str]) -> list[tuple[str, nn.Linear]]:
+def target_linears(model: HFModel, targets: Sequence[str]) -> list[tuple[str, nn.Linear]]:
     """Base-model Linear layers whose last name component is a target (peft's suffix matching)."""
     wanted = set(targets)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
 
 
-def decoder_of(model: nn.Module) -> nn.Module:
+def decoder_of(model: HFModel) -> nn.Module:
     """The bare decoder (``LlamaModel`` inside ``LlamaForCausalLM``): its output is after the final norm."""
     return getattr(model, "base_model", model)
 
@@ -49,7 +54,7 @@ def decoder_of(model: nn.Module) -> nn.Module:
 class StopNet(nn.Module):
     """[STOP] embedding + LoRA factors (A, B per target Linear) + Linear(hidden, 2) head."""
 
-    def __init__(self, cfg: StopNetConfig, model: nn.Module) -> None:
+    def __init__(self, cfg: StopNetConfig, model: HFModel) -> None:
         super().__init__()
         self.cfg = cfg
         hidden = model.config.get_text_config().hidden_size
@@ -76,7 +81,7 @@ class StopNet(nn.Module):
         return self.cfg.lora_alpha / self.cfg.lora_r
 
     @contextmanager
-    def lora_active(self, model: nn.Module) -> Iterator[None]:
+    def lora_active(self, model: HFModel) -> Iterator[None]:
         """Add ``scale * B A x`` to every target Linear's output, for the duration of the block only."""
         modules = dict(model.named_modules())
         handles = []
@@ -95,7 +100,7 @@ class StopNet(nn.Module):
 
     def run_tokens(
         self,
-        model: nn.Module,
+        model: HFModel,
         past: Sequence[tuple[torch.Tensor, torch.Tensor]],
         prefix_mask: torch.Tensor,
         inputs_embeds: torch.Tensor,
@@ -123,7 +128,7 @@ class StopNet(nn.Module):
 
     def logits_from_cache(
         self,
-        model: nn.Module,
+        model: HFModel,
         past: Sequence[tuple[torch.Tensor, torch.Tensor]],
         prefix_mask: torch.Tensor,
         last_token: torch.Tensor | None = None,
@@ -149,7 +154,7 @@ class StopNet(nn.Module):
 
     # --- the two ways in -------------------------------------------------------------------------
 
-    def logits_from_prefix_kvs(self, model: nn.Module, kvs: Sequence) -> torch.Tensor:
+    def logits_from_prefix_kvs(self, model: HFModel, kvs: Sequence) -> torch.Tensor:
         """Inference: score cached branches (``PrefixKV`` list) of different lengths in one batch."""
         dev = kvs[0].past[0][0].device
         keep_last = self.cfg.mode == "no_adapter"
@@ -177,7 +182,7 @@ class StopNet(nn.Module):
         last = torch.tensor([kv.token_ids[-1] for kv in kvs], device=dev) if keep_last else None
         return self.logits_from_cache(model, past, mask, last, room=True)
 
-    def logits_from_ids(self, model: nn.Module, prefixes: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
+    def logits_from_ids(self, model: HFModel, prefixes: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
         """Training: the frozen base encodes the prefixes once (no grad), then the same cached path."""
         dev = next(model.parameters()).device
         keep_last = self.cfg.mode == "no_adapter"

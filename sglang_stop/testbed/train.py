@@ -73,7 +73,8 @@ def make_batch(
 
     A ``sloppy_fraction`` of the chains come from a sloppy writer (see ``written_solution``).
     """
-    rows, starts = [], []
+    rows: list[list[int]] = []
+    starts: list[int] = []
     while len(rows) < batch:
         q = random_question(rng)
         if split_of(q) != "train":

@@ -190,7 +190,7 @@ def save_checkpoint(
         if cfg.mode == "adapter":
             lcfg = LoraConfig(
                 r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
+                lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft takes a float alpha
                 lora_dropout=cfg.lora_dropout,
                 target_modules=sorted(cfg.target_modules),
                 bias="none",

@@ -26,7 +26,7 @@ from sglang_stop.errors import UserError
 from sglang_stop.io import RecordHeader, open_records, read_jsonl
 from sglang_stop.training.hf_sampler import SampleParams
 
-LABEL_SCHEMA = 1
+LABEL_SCHEMA: Literal[1] = 1
 
 # sampler(prompts, params, seed) -> generated token ids per prompt (EOS stripped)
 Sampler = Callable[[Sequence[Sequence[int]], SampleParams, int], list[list[int]]]
