@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,8 @@ import torch
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
+from sglang_stop.serve.background import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "testbed.yaml"
 PROMPTS = ["Q4-8-8=", "Q1+2+3=", "Q9-4+7=", "Q5+5-2=", "Q3-9-1=", "Q8+1+1=", "Q2-7+4=", "Q6+3-8="]
@@ -40,32 +41,18 @@ class Served:
         return openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0, timeout=60)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
+    from sglang_stop.serve.background import serving
     from sglang_stop.serve.cli import build_server
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     engine, app = build_server(str(CONFIG), None, (), 16, n=8, prefix_len=16, keep=2)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
     try:
-        yield Served(engine, f"http://127.0.0.1:{port}")
+        with serving(app) as url:
+            yield Served(engine, url)
     finally:
-        server.should_exit = True
-        th.join(10)
         for b in engine.backends:
             b.shutdown()
         torch.set_num_threads(threads)
@@ -323,9 +310,9 @@ def test_cli_bad_input_is_one_line_before_loading() -> None:
         busy.listen(1)
         port = str(busy.getsockname()[1])
         cases = [
-            (["--config", "nope.yaml", "--port", str(_free_port())], "--config nope.yaml: config file not found"),
+            (["--config", "nope.yaml", "--port", str(free_port())], "--config nope.yaml: config file not found"),
             (["--config", str(CONFIG), "--port", port], f"--port {port}: cannot listen on 127.0.0.1: address already"),
-            (["--model", "x", "--server", "http://127.0.0.1:1", "--port", str(_free_port())],
+            (["--model", "x", "--server", "http://127.0.0.1:1", "--port", str(free_port())],
              "--model: not with --server"),
         ]
         for argv, fragment in cases:

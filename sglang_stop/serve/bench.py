@@ -10,7 +10,6 @@ size the backend reached at that level (``LocalBackend.max_batch_seen``, reset p
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,29 +73,19 @@ def measure(url: str, backend: Any, level: int, requests: int, prompts: list[str
 def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None, threads: int, as_json: bool) -> None:
     """Requests/s of the server at each client concurrency, and the decode batch size reached."""
     import torch
-    import uvicorn
 
+    from sglang_stop.serve.background import serving
     from sglang_stop.serve.cli import build_server
     from sglang_stop.tables import table
 
     lv = _levels(levels)
     torch.set_num_threads(threads)
     engine, app = build_server(config, model, (), max(lv))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
     try:
-        measure(url, engine.backends[0], 1, 1, PROMPTS)  # warm-up
-        rows = [measure(url, engine.backends[0], c, per_level or max(8, 2 * c), PROMPTS) for c in lv]
+        with serving(app) as url:
+            measure(url, engine.backends[0], 1, 1, PROMPTS)  # warm-up
+            rows = [measure(url, engine.backends[0], c, per_level or max(8, 2 * c), PROMPTS) for c in lv]
     finally:
-        server.should_exit = True
-        th.join(10)
         engine.backends[0].shutdown()
     if as_json:
         click.echo(json.dumps({"model": engine.model_name, "n": engine.cfg.n, "scorer": engine.cfg.scorer.name,

@@ -134,8 +134,13 @@ class RequestBackend:
 
     def __init__(self, inner: Any, on_generate: Callable[[int], None] | None = None) -> None:
         self._inner = inner
+        # LocalBackend: its branch_view reads a branch without syncing it, so progress can show tokens
+        # mid-segment, and its scheduler can drop this request's rows. StopEndpoint syncs in branch_view
+        # (only the program may call it), so there progress counts finished generate calls.
+        self._local = hasattr(inner, "_batch") and hasattr(inner, "call_in_model_thread")
         self._execs: dict[str, Any] = {}  # sid -> executor, for every branch this request generated on
-        self._sampled: dict[str, int] = {}
+        self._done_tokens: dict[str, int] = {}  # sid -> tokens of its finished generate calls
+        self._ended: set[str] = set()
         self._inflight = 0
         self._lock = threading.Lock()
         self._cancelled: BaseException | None = None
@@ -153,38 +158,38 @@ class RequestBackend:
         if self._on_generate:
             self._on_generate(1)
         try:
-            return self._inner.generate(s, sampling_params)
+            text, meta = self._inner.generate(s, sampling_params)
+            with self._lock:
+                self._done_tokens[s.sid] = self._done_tokens.get(s.sid, 0) + int(meta.get("completion_tokens", 0))
+            return text, meta
         finally:
-            self._note(s)
             with self._lock:
                 self._inflight -= 1
             if self._on_generate:
                 self._on_generate(-1)
 
     def end_program(self, s: Any) -> None:
-        for exe in s if isinstance(s, list) else [s]:
-            self._note(exe)
+        with self._lock:
+            self._ended.update(exe.sid for exe in (s if isinstance(s, list) else [s]))
         self._inner.end_program(s)
-
-    def _note(self, exe: Any) -> None:
-        try:
-            self._sampled[exe.sid] = int(self._inner.branch_view(exe, 0).meta["sampled"])
-        except (KeyError, AttributeError):  # already released, or never had a state
-            pass
 
     def progress(self) -> dict[str, int]:
         """Live paths of this request and the tokens sampled so far (a snapshot)."""
         with self._lock:
-            execs = list(self._execs.values())
-        for exe in execs:
-            self._note(exe)
-        live = sum(1 for exe in execs if not getattr(exe, "_sglang_stop_ended", False))
-        return {"paths_running": live, "tokens_sampled": sum(self._sampled.values())}
+            execs = [(sid, exe) for sid, exe in self._execs.items() if sid not in self._ended]
+            tokens = dict(self._done_tokens)
+        if self._local:
+            for sid, exe in execs:
+                try:
+                    tokens[sid] = max(tokens.get(sid, 0), int(self._inner.branch_view(exe, 0).meta["sampled"]))
+                except KeyError:  # released meanwhile
+                    pass
+        return {"paths_running": len(execs), "tokens_sampled": sum(tokens.values())}
 
     def abort(self, err: BaseException) -> None:
         """Fail this request's generate calls now and any it starts later; other requests go on."""
         self._cancelled = err
-        if hasattr(self._inner, "_batch") and hasattr(self._inner, "call_in_model_thread"):
+        if self._local:
             threading.Thread(target=self._kill_local, name="sglang-stop-serve-cancel", daemon=True).start()
 
     def resume_requests(self) -> None:
@@ -277,7 +282,11 @@ class Engine:
         self.raw_task = RawPromptTask(task)
         self.max_concurrent, self.retry_after_s = max_concurrent, retry_after_s
         self.stats = stats or Stats()
-        self.model_name = model_name or backends[0].get_model_name()
+        names = sorted({b.get_model_name() for b in backends})
+        if len(names) > 1:
+            raise UserError(f"--server: the servers serve different models ({', '.join(names)}); one request's "
+                            "paths may go to any of them, so they must serve the same one")
+        self.model_name = model_name or names[0]
         self._lock = threading.Lock()
         self._active = [0] * len(backends)
         self._scorers: dict[tuple[str, str], Scorer] = {}
