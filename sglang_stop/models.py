@@ -144,9 +144,9 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype, local_files_only=True)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - a corrupt or foreign file (SafetensorError, bad JSON, ...): one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"model.path: {model_dir}: cannot load: {first}") from None
+        raise UserError(f"model.path: {model_dir}: cannot load ({type(e).__name__}): {first[:300]}") from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     model.to(dev)  # type: ignore[arg-type]  # transformers stubs type .to() oddly
@@ -159,8 +159,9 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
 
 def weights_hash(model: Any) -> str:
     """A short fingerprint of a model's weights (names, shapes and a strided sample of every tensor,
-    rounded to bf16 so the load precision does not change it), cached on the model. Two bases with the same shapes but other weights differ, so a STOP
-    checkpoint or a record file can refuse a base it was not made on; ~0.1 s for SmolLM2-135M."""
+    rounded to bf16 so the load precision does not change it), cached on the model. Two bases with the
+    same shapes but other weights differ, so a STOP checkpoint or a record file can refuse a base it was
+    not made on; ~0.1 s for SmolLM2-135M."""
     cached = getattr(model, "_sglang_stop_weights_hash", None)
     if cached is not None:
         return cached

@@ -23,7 +23,21 @@ def _file(name: str, text: str):
     return setup
 
 
+def _truncated_model(tmp: Path) -> dict[str, str]:
+    import shutil
+
+    from tests.battery import TESTBED
+
+    d = tmp / "model"
+    shutil.copytree(TESTBED, d)
+    data = (TESTBED / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 3])
+    return {"model": str(d)}
+
+
 ROWS: list[Case] = [
+    Case("run-truncated-model-weights", ["sglang-stop", "run", "--model", "{model}", "--task", "testbed",
+                                         "--problems", "1"], 2, "cannot load (SafetensorError)", setup=_truncated_model),
     Case("run-out-is-a-directory", [*RUN, "--out", "{tmp}"], 2, "is a directory"),
     Case("run-out-exists-without-resume", [*RUN, "--out", "{tmp}/r.jsonl"], 2, "pass --resume",
          setup=_file("r.jsonl", '{"header": {"kind": "run-results"}}\n')),
