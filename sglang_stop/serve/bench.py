@@ -33,8 +33,10 @@ def _levels(text: str) -> list[int]:
     return out
 
 
-def measure(url: str, backend: Any, level: int, requests: int, prompts: list[str]) -> dict[str, Any]:
-    """One level: ``requests`` completions from ``level`` threads; every answer must be well formed."""
+def measure(url: str, backend: Any, level: int, requests: int, prompts: list[str],
+            answers: dict[int, tuple[str, int]] | None = None) -> dict[str, Any]:
+    """One level: ``requests`` completions from ``level`` threads; every answer must be well formed.
+    ``answers`` (if given) receives each request's (text, completion tokens) by request number."""
     import httpx
 
     if hasattr(backend, "max_batch_seen"):
@@ -49,9 +51,14 @@ def measure(url: str, backend: Any, level: int, requests: int, prompts: list[str
         if r.status_code != 200:
             raise RuntimeError(f"request {i}: HTTP {r.status_code}: {r.text[:200]}")
         body = r.json()
+        usage = body["usage"]
+        if usage["completion_tokens"] != sum(p["tokens"] for p in usage["sglang_stop"]["paths"]):
+            raise RuntimeError(f"request {i}: completion_tokens is not the sum of its paths' tokens")
         with lock:
             lat.append(time.perf_counter() - t0)
-            tokens[0] += body["usage"]["completion_tokens"]
+            tokens[0] += usage["completion_tokens"]
+            if answers is not None:
+                answers[i] = (body["choices"][0]["text"], usage["completion_tokens"])
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(level) as pool:
@@ -69,8 +76,11 @@ def measure(url: str, backend: Any, level: int, requests: int, prompts: list[str
 @click.option("--requests", "per_level", type=click.IntRange(min=1), default=None,
               help="requests per level (default: max(8, 2 x level))")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads")
+@click.option("--check", is_flag=True, help="rerun the last level's requests one at a time: each must give the same "
+              "text and tokens as under concurrency")
 @click.option("--json", "as_json", is_flag=True)
-def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None, threads: int, as_json: bool) -> None:
+def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None, threads: int, check: bool,
+              as_json: bool) -> None:
     """Requests/s of the server at each client concurrency, and the decode batch size reached."""
     import torch
 
@@ -84,15 +94,22 @@ def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None
     try:
         with serving(app) as url:
             measure(url, engine.backends[0], 1, 1, PROMPTS)  # warm-up
-            rows = [measure(url, engine.backends[0], c, per_level or max(8, 2 * c), PROMPTS) for c in lv]
+            together: dict[int, tuple[str, int]] = {}
+            rows = [measure(url, engine.backends[0], c, per_level or max(8, 2 * c), PROMPTS,
+                            together if k == len(lv) - 1 else None) for k, c in enumerate(lv)]
+            if check:
+                alone: dict[int, tuple[str, int]] = {}
+                measure(url, engine.backends[0], 1, len(together), PROMPTS, alone)
+                differ = sorted(i for i in together if together[i] != alone[i])
+                rows[-1]["same_as_alone"] = f"{len(together) - len(differ)}/{len(together)}"
     finally:
         engine.backends[0].shutdown()
     if as_json:
         click.echo(json.dumps({"model": engine.model_name, "n": engine.cfg.n, "scorer": engine.cfg.scorer.name,
                                "levels": rows}))
         return
-    keys = list(rows[0])
-    click.echo(table(keys, [[r[k] for k in keys] for r in rows],
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    click.echo(table(keys, [[r.get(k) for k in keys] for r in rows],
                      title=f"sglang-stop serve: {engine.model_name}, n={engine.cfg.n}, scorer {engine.cfg.scorer.name}"))
 
 
