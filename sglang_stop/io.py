@@ -11,8 +11,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +63,39 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def chmod_default(root: str | Path) -> None:
+    """Give ``root`` and everything below it the modes a plain mkdir / open would (mkdtemp and
+    mkstemp make 0700 / 0600, which another user or a server process could not read)."""
+    dmode, fmode = default_dir_mode(), default_file_mode()
+    top = Path(root)
+    for sub in [top, *top.rglob("*")]:
+        os.chmod(sub, dmode if sub.is_dir() else fmode)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Build a directory in a temp dir beside ``path``, then rename it over ``path``: readers never see
+    half of it. The result gets the umask's modes (:func:`chmod_default`), like a plain ``mkdir``."""
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        chmod_default(tmp)
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 class JsonlAppender:

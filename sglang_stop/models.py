@@ -70,6 +70,9 @@ def embedded_model_dir() -> Path:
     try:
         _convert_gguf(gguf, tmp)
         (tmp / _MARKER).write_text(EMBEDDED_SHA256 + "\n")
+        from sglang_stop.io import chmod_default
+
+        chmod_default(tmp)  # mkdtemp made it 0700
         if target.exists():  # stale (other sha) or unfinished by an older layout: replace it
             if marker.is_file() and marker.read_text().strip() == EMBEDDED_SHA256:
                 return target  # another process finished first

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from sglang_stop.errors import UserError
-from sglang_stop.io import default_dir_mode, default_file_mode
+from sglang_stop.io import atomic_dir
 from sglang_stop.scorers.stop_net import StopNet, StopNetConfig
 
 CHECKPOINT_SCHEMA = 1
@@ -143,32 +139,6 @@ class AssessTokenConfig(BaseModel):
     mode: Literal["adapter", "no_adapter"] = "adapter"
     base_model: BaseModelInfo | None = None
     training: dict[str, Any] = Field(default_factory=dict, description="recipe and validation metrics")
-
-
-@contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Build a directory in a temp dir beside ``path``, then rename it over ``path``: readers never see
-    half of it. The result gets the umask's modes (mkdtemp makes 0700), like a plain ``mkdir``."""
-    dest = Path(path)
-    if dest.exists() and not dest.is_dir():
-        raise UserError(f"{dest}: exists and is not a directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        yield tmp
-        dmode, fmode = default_dir_mode(), default_file_mode()
-        for sub in [tmp, *tmp.rglob("*")]:
-            os.chmod(sub, dmode if sub.is_dir() else fmode)
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_checkpoint(
