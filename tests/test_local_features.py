@@ -226,3 +226,51 @@ def test_batched_sampler_draws_from_each_rows_distribution():
     assert freq[2, 2:].sum() == 0
     assert (draws[3] == 0).all()
     assert (draws[:3] != 4).all()  # a token of probability 0 is never drawn
+
+
+def test_stop_regex_cuts_where_the_free_text_matches(backend):
+    @sgl.function
+    def greedy(s, rx):
+        s += "Q: 3+4="
+        s += sgl.gen("out", max_tokens=12, temperature=0.0, stop_regex=rx)
+
+    free = greedy.run(None, backend=backend)["out"]
+    c = free[4]
+    st = greedy.run(re.escape(c), backend=backend)
+    assert st["out"] == free[: free.index(c)]
+    assert st.get_meta_info("out")["finish_reason"] == {"type": "stop", "matched": c}
+
+
+def test_select_choices_methods_see_the_models_logprobs(backend, ascii_lm):
+    from sglang.lang.choices import greedy_token_selection, unconditional_likelihood_normalized
+
+    model, tok = ascii_lm
+    choices = ["yes", "no", "maybe"]
+    prompt = "Q: ok? A: "
+
+    def ref(text: str, choice: str, first_none: bool) -> list:
+        ids = tok(text, add_special_tokens=not first_none)["input_ids"] if text else []
+        cids = tok(choice, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([ids + cids])).logits[0].float(), -1)
+        out = [float(lp[len(ids) - 1 + j, t]) for j, t in enumerate(cids)] if ids else \
+            [None] + [float(lp[j - 1, cids[j]]) for j in range(1, len(cids))]
+        return out
+
+    for method in (None, greedy_token_selection, unconditional_likelihood_normalized):
+        @sgl.function
+        def prog(s):
+            s += prompt + sgl.select("c", choices=choices, choices_method=method)
+
+        st = prog.run(backend=backend)
+        meta = st.get_meta_info("c")
+        for c, got in zip(choices, meta["input_token_logprobs"]):
+            assert [e[0] for e in got] == pytest.approx(ref(prompt, c, False), abs=1e-4)
+            assert "".join(e[2] for e in got) == c
+        if method is unconditional_likelihood_normalized:
+            for c, got in zip(choices, meta["unconditional_token_logprobs"]):
+                assert [e[0] for e in got] == pytest.approx(ref("", c, True), abs=1e-4)
+        if method is None:
+            norm = meta["normalized_prompt_logprobs"]
+            assert st["c"] == choices[max(range(3), key=norm.__getitem__)]
+        assert st.text() == prompt + st["c"]

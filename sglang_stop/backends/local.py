@@ -17,6 +17,7 @@ Invariant: a state's KV covers ``token_ids[:kv_len]``; tokens after ``kv_len`` a
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 import torch
 from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.chat_template import get_chat_template
-from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod
+from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_length_normalized
 from sglang.lang.ir import SglSamplingParams
 from transformers.cache_utils import DynamicCache
 
@@ -85,6 +86,7 @@ class _GenRequest:
     ignore_eos: bool
     future: Future
     min_new_tokens: int = 0
+    stop_regex: list[re.Pattern[str]] = field(default_factory=list)
     constraint: RowConstraint | None = None
     top_logprobs_num: int = 0  # > 0: record this many top (logprob, id) pairs per token for meta_info
     chunks: queue.Queue[int | None] | None = None  # streaming: len(new_ids) after each token, None at the end
@@ -255,7 +257,8 @@ class LocalBackend(BaseBackend):
             yield req
             return
         assert req.chunks is not None
-        hold = max((len(x) for x in req.stop), default=1) - 1
+        # a stop regex can match text of any length: then nothing is streamed before the gen ends
+        hold = 1 << 30 if req.stop_regex else max((len(x) for x in req.stop), default=1) - 1
         emitted = ""
         while True:
             try:
@@ -295,6 +298,10 @@ class LocalBackend(BaseBackend):
                     "finish_reason": {"type": state.finish_reason}, "cached_tokens": state.kv_len}
             return "", meta
         stop = [sp.stop] if isinstance(sp.stop, str) else list(sp.stop or [])
+        try:
+            stop_regex = [re.compile(x) for x in ([sp.stop_regex] if isinstance(sp.stop_regex, str) else sp.stop_regex or [])]
+        except re.error as e:
+            raise ValueError(f"stop_regex: {e}") from None
         req = _GenRequest(
             state=state,
             max_new_tokens=int(sp.max_new_tokens),
@@ -306,6 +313,7 @@ class LocalBackend(BaseBackend):
             ignore_eos=bool(sp.ignore_eos),
             future=Future(),
             min_new_tokens=int(sp.min_new_tokens or 0),
+            stop_regex=stop_regex,
             constraint=constraint,
             top_logprobs_num=int(sp.top_logprobs_num or 0) if sp.return_logprob else 0,
             chunks=queue.Queue() if stream else None,
@@ -351,29 +359,43 @@ class LocalBackend(BaseBackend):
         temperature: float,
         choices_method: ChoicesSamplingMethod | None = None,
     ) -> ChoicesDecision:
-        """Pick the choice with the highest length-normalised logprob given the branch's KV."""
+        """Score each choice's tokens after the branch's KV and let ``choices_method`` decide (default:
+        token-length-normalised logprob, as SGLang). Logprob lists are laid out as the server's
+        ``input_token_logprobs``: (logprob, token id, text) per choice token; the unconditional ones
+        (for ``unconditional_likelihood_normalized``) come from the choice alone, first entry None."""
         state = self._state_for(s, create=True)
+        method = choices_method or token_length_normalized
+        ids_of = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
 
-        def run() -> list[float]:
+        def entries(ids: list[int], lps: list[float | None]) -> list[tuple[float | None, int, str]]:
+            return [(lp, t, self.tokenizer.decode([t])) for lp, t in zip(lps, ids)]
+
+        def run() -> tuple[list[Any], list[Any] | None]:
             self._extend(state, keep_last=False)
-            out = []
-            for c in choices:
-                ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
-                if not ids:
-                    out.append(float("-inf"))
-                    continue
-                assert state.next_logits is not None
-                lp = torch.log_softmax(state.next_logits.float(), -1)[ids[0]].item()
+            assert state.next_logits is not None
+            first = torch.log_softmax(state.next_logits.float(), -1)
+            cond, uncond = [], []
+            for ids in ids_of:
+                lps: list[float | None] = [float(first[ids[0]])] if ids else []
                 if len(ids) > 1:
                     logits, _ = self._forward(ids[:-1], state.past, state.kv_len)
-                    lps = torch.log_softmax(logits.float(), -1)
-                    lp += sum(lps[j, ids[j + 1]].item() for j in range(len(ids) - 1))
-                out.append(lp / len(ids))
-            return out
+                    rest = torch.log_softmax(logits.float(), -1)
+                    lps += [float(rest[j, ids[j + 1]]) for j in range(len(ids) - 1)]
+                cond.append(entries(ids, lps))
+                if method.requires_unconditional_logprobs and not ids:
+                    uncond.append([])
+                elif method.requires_unconditional_logprobs:
+                    logits, _ = self._forward(ids, None, 0)
+                    alone = torch.log_softmax(logits.float(), -1)
+                    uncond.append(entries(ids, [None] + [float(alone[j, ids[j + 1]]) for j in range(len(ids) - 1)]))
+            return cond, (uncond if method.requires_unconditional_logprobs else None)
 
-        scores = self._call(run)
-        best = max(range(len(choices)), key=lambda i: scores[i])
-        return ChoicesDecision(decision=choices[best], meta_info={"normalized_prompt_logprobs": scores})
+        cond, uncond = self._call(run)
+        normalized = [sum(e[0] for e in c) / len(c) if c else float("-inf") for c in cond]
+        return method(
+            choices=choices, normalized_prompt_logprobs=normalized, input_token_logprobs=cond,
+            output_token_logprobs=[[] for _ in choices], unconditional_token_logprobs=uncond,
+        )
 
     def end_program(self, s: Any) -> None:
         """Release each executor's branch once its worker has run what was queued: SGLang calls this
@@ -663,9 +685,9 @@ class LocalBackend(BaseBackend):
         elif tok in self.eos_ids and not r.ignore_eos and not early:
             reason = {"type": "stop", "matched": tok}
             st.finished = tok in self.eos_ids
-        if reason is None and r.stop and not early:
-            tail = self.tokenizer.decode(r.new_ids[-16:], skip_special_tokens=True)
-            if any(x in tail for x in r.stop):
+        if reason is None and (r.stop or r.stop_regex) and not early:
+            tail = self.tokenizer.decode(r.new_ids[-32:], skip_special_tokens=True)
+            if any(x in tail for x in r.stop) or any(rx.search(tail) for rx in r.stop_regex):
                 reason = "stop_str"
         if reason is None and len(r.new_ids) >= r.max_new_tokens:
             reason = "length"
@@ -682,6 +704,7 @@ class LocalBackend(BaseBackend):
         text = self.tokenizer.decode(r.new_ids, skip_special_tokens=True)
         if reason == "stop_str":
             hits = [(text.find(x), x) for x in r.stop if x in text]
+            hits += [(m.start(), m.group(0)) for m in (rx.search(text) for rx in r.stop_regex) if m]
             cut, matched = min(hits) if hits else (len(text), None)
             text = self._truncate_to_text(r, text[:cut])
             reason = {"type": "stop", "matched": matched}
