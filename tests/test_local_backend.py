@@ -138,3 +138,15 @@ def test_stop_string_and_select(tiny_lm, backend):
     assert ";" not in st["a"]
     assert st["c"] in {"A1", "A2", "xyz"}
     assert st.text().startswith("Q1+2=" + st["a"] + st["c"])
+
+
+def test_decode_bench_reports_hf_generate_side_by_side(backend):
+    from sglang_stop.bench.decode import decode_text, run_decode_bench
+
+    res = run_decode_bench(backend, "Q1+2=", [1, 3], max_tokens=5)
+    assert res.tokens == [5, 15]  # exactly max_tokens per branch (ignore_eos), as HF's min_new_tokens
+    assert res.max_batch_seen == 3
+    assert res.hf_tokens_per_s is not None and all(x > 0 for x in res.hf_tokens_per_s)
+    assert res.vs_hf == pytest.approx([a / b for a, b in zip(res.tokens_per_s, res.hf_tokens_per_s)])
+    assert "in-process / HF" in decode_text(res)
+    assert backend.usage().reencoded_tokens == 0
