@@ -84,7 +84,8 @@ def prepare(model_dir: Path, work: Path) -> None:
         "prefixes": prefixes, "reference": reference, "stop_id": a1.stop_token_id, "stop_id2": a2.stop_token_id,
         "tokenizer_size": len(tok), "adapter2": str(work / "adapter2"),
     }))
-    print(f"prepared {work}: stop ids {a1.stop_token_id}, {a2.stop_token_id}; reference {[round(r, 4) for r in reference]}")
+    print(f"prepared {work}: stop ids {a1.stop_token_id}, {a2.stop_token_id}; "
+          f"reference {[round(r, 4) for r in reference]}")
 
 
 def reference_scores(model_dir: Path, ckpt: Path, prefixes: list[list[int]]) -> list[float]:

@@ -235,7 +235,8 @@ def convert_checkpoint(
         (tmp / STOP_SUBDIR).mkdir()
         (tmp / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
         save_file(weights, str(tmp / "adapter_model.safetensors"))
-        save_file({"weight": head_w.contiguous(), "bias": head_b.contiguous()}, str(tmp / STOP_SUBDIR / "head.safetensors"))
+        save_file({"weight": head_w.contiguous(), "bias": head_b.contiguous()},
+                  str(tmp / STOP_SUBDIR / "head.safetensors"))
         (tmp / STOP_SUBDIR / "config.json").write_text(cfg.model_dump_json(indent=2))
     return cfg
 

@@ -71,7 +71,8 @@ def test_mask_touches_no_host_memory_in_the_forward(made, fresh_state, monkeypat
         plugin._mask_stop_logits(SimpleNamespace(next_token_logits=logits))
     assert any("masked_fill_" in op for op, _ in rec.ops), rec.ops
     assert all(devs == {"meta"} for _, devs in rec.ops), rec.ops
-    assert not any(name in op for op, _ in rec.ops for name in ("_to_copy", "copy_", "index_put", "lift_fresh", "scalar_tensor"))
+    host_ops = ("_to_copy", "copy_", "index_put", "lift_fresh", "scalar_tensor")  # what a list index would do
+    assert not any(name in op for op, _ in rec.ops for name in host_ops), rec.ops
 
 
 def test_adapter_loaded_after_startup_is_masked_in_place(made, fresh_state):
@@ -208,7 +209,9 @@ def test_routed_dp_rank_is_checked(monkeypatch):
         routes.check_server(SimpleNamespace(server_args=SimpleNamespace(**{**GOOD, "page_size": 4})))
 
 
-@pytest.mark.parametrize("hs", [[1.0, 2.0], [[1.0, 2.0]], [[[0.0, 0.0], [1.0, 2.0]]], [[[0.0, 0.0], [1.0, 2.0]], [9.0, 9.0]]])
+@pytest.mark.parametrize(
+    "hs", [[1.0, 2.0], [[1.0, 2.0]], [[[0.0, 0.0], [1.0, 2.0]]], [[[0.0, 0.0], [1.0, 2.0]], [9.0, 9.0]]]
+)
 def test_last_hidden_reads_every_reply_shape(hs):
     """"last" mode replies with the row itself; a full-mode server with the prefill rows (+ decode rows)."""
     assert routes._last_hidden({"hidden_states": hs}) == [1.0, 2.0]
