@@ -110,7 +110,7 @@ def server(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> It
         "--device", "cpu", "--attention-backend", "torch_native", "--disable-overlap-schedule",
         "--dtype", "float32", "--max-total-tokens", "16384", "--page-size", "1",
         "--enable-lora", "--lora-paths", f"stop={artifacts.adapter}", "--max-lora-rank", "8",
-        "--lora-backend", "torch_native", "--enable-return-hidden-states",
+        "--lora-backend", "torch_native", "--return-hidden-states-mode", "last",
         "--random-seed", "0",
     ]
     with open(log, "wb") as fh:
