@@ -146,8 +146,13 @@ def test_json_schema_parses_and_validates(backend):
         s += sgl.gen("rec", max_tokens=48, temperature=1.0, json_schema=json.dumps(schema))
         s += " then"
         s += sgl.gen("after", max_tokens=4, temperature=0.0)  # the branch goes on after the grammar ends
+        s.stream_executor.sync()
+        branch = backend.branch_view(s.stream_executor, 0)
+        return len(branch.logprobs), branch.meta["sampled"]
 
     st = prog.run(backend=backend)
+    records, sampled = st.ret_value
+    assert records == sampled  # the grammar's closing EOS is neither kept nor recorded
     obj = json.loads(st["rec"])
     jsonschema.validate(obj, schema)
     assert st.get_meta_info("rec")["finish_reason"]["type"] == "stop"
@@ -191,12 +196,16 @@ def test_min_tokens_and_stop_token_ids(backend, ascii_lm):
     def greedy(s, stop_ids, min_toks):
         s += "Q: 1+1="
         s += sgl.gen("out", max_tokens=8, temperature=0.0, stop_token_ids=stop_ids, min_tokens=min_toks)
+        s.stream_executor.sync()
+        branch = backend.branch_view(s.stream_executor, 0)
+        return len(branch.logprobs), branch.meta["sampled"], len(branch.generated_ids)
 
     free = greedy.run(None, 0, backend=backend)["out"]
     first = tok.convert_tokens_to_ids(free[0])
     st = greedy.run([first], 0, backend=backend)
     assert st["out"] == ""  # the stop token is trimmed from the text, as the server does
     assert st.get_meta_info("out")["finish_reason"] == {"type": "stop", "matched": first}
+    assert st.ret_value == (0, 0, 0)  # the stop token is not kept in the ids, nor in the records
     st = greedy.run([first], 3, backend=backend)
     assert len(tok(st["out"], add_special_tokens=False)["input_ids"]) >= 3
     assert free[0] not in st["out"][:3]  # blocked until min_tokens, not just cut afterwards

@@ -668,6 +668,10 @@ class LocalBackend(BaseBackend):
             if row is not None:
                 st.past = self._batch.row_past(row)
             st.next_logits = logits
+            for records in (st.logprobs, st.top_logprobs, st.entropies, r.out_logprobs):
+                records.pop()  # the sampling records of the token not kept (ids and records stay aligned)
+            if r.top_logprobs_num > 0:
+                r.out_top.pop()
             self._finish(r, {"type": "stop", "matched": tok})
             return True
         st.token_ids.append(tok)
