@@ -169,9 +169,9 @@ def convert_checkpoint(
     """
     from safetensors.torch import save_file
 
+    from sglang_stop.io import atomic_dir
     from sglang_stop.training.checkpoint import (
         adapter_weights,
-        atomic_dir,
         read_adapter_config,
         read_config,
         read_head,
