@@ -51,7 +51,9 @@ cleanup() {
     kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
   fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT   # the EXIT trap stops the server
+trap 'exit 143' TERM
 
 # setsid: the server and its scheduler/detokenizer children form one process group, stopped together.
 setsid "$PY" -m sglang.launch_server \
