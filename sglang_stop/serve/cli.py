@@ -51,6 +51,9 @@ def build_server(config: str | None, model: str | None, servers: tuple[str, ...]
     from sglang_stop.tasks import load_task
 
     cfg = build_config(config, model=model, **overrides)
+    if servers and cfg.model.path is not None:
+        click.echo(f"warning: model.path {cfg.model.path} of the config is ignored with --server (each server runs "
+                   "its own model)", err=True)
     if not servers and cfg.model.path is not None and not Path(cfg.model.path).is_dir():
         raise UserError(f"model.path: {cfg.model.path}: no such directory")
     task = load_task(cfg.task or "default")
@@ -92,7 +95,9 @@ def serve_cmd(config: str | None, model: str | None, servers: tuple[str, ...], h
     """Serve the OpenAI API (chat/completions) with pruned parallel reasoning per request."""
     import uvicorn
 
-    if threads is not None:
+    if threads is not None and servers:
+        click.echo("warning: --threads is ignored with --server (no model runs in this process)", err=True)
+    elif threads is not None:
         import torch
 
         torch.set_num_threads(threads)
