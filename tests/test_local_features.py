@@ -283,3 +283,28 @@ def test_select_choices_methods_see_the_models_logprobs(backend, ascii_lm):
             norm = meta["normalized_prompt_logprobs"]
             assert st["c"] == choices[max(range(3), key=norm.__getitem__)]
         assert st.text() == prompt + st["c"]
+
+
+@pytest.mark.slow
+def test_constraints_on_the_embedded_bpe_model():
+    """The same constraints through xgrammar's byte-level BPE path (SmolLM2's 49k vocabulary); the
+    fast tests above cover the raw-vocabulary path and the acceptance."""
+    from sglang_stop.models import load_model
+
+    be = LocalBackend(*load_model(None, device="cpu"), seed=0)
+
+    @sgl.function
+    def prog(s):
+        s += "The answer to 6 times 7 is " + sgl.gen("n", dtype=int, max_tokens=8)
+        s += "\nA JSON object: " + sgl.gen("obj", max_tokens=40, json_schema=json.dumps(
+            {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}))
+        s += "\nA word: " + sgl.gen("w", regex=r"[a-z]{2,8}", max_tokens=8)
+
+    try:
+        st = prog.run(backend=be)
+        assert isinstance(int(st["n"]), int)
+        assert isinstance(json.loads(st["obj"])["ok"], bool)
+        assert re.fullmatch(r"[a-z]{2,8}", st["w"])
+        assert be.usage().reencoded_tokens == 0
+    finally:
+        be.shutdown()
