@@ -44,7 +44,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     from sglang_stop.serve.background import serving
-    from sglang_stop.serve.cli import build_server
+    from sglang_stop.serve.server import build_server
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -322,7 +322,7 @@ def test_chat_prompt_is_the_models_chat_template(served: Served) -> None:
 def test_embedded_default_serves_a_chat_completion() -> None:
     """`sglang-stop serve` out of the box (SmolLM2-135M, the packaged config, its chat template)."""
     from sglang_stop.serve.background import serving
-    from sglang_stop.serve.cli import build_server
+    from sglang_stop.serve.server import build_server
 
     engine, app = build_server(None, None, (), 2, n=4, prefix_len=16, keep=2, sampling__max_new_tokens=48)
     try:

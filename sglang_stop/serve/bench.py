@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from sglang_stop.cli_errors import run_cli_group
 from sglang_stop.errors import UserError
 
 PROMPTS = ["Q4-8-8=", "Q1+2+3=", "Q9-4+7=", "Q5+5-2=", "Q3-9-1=", "Q8+1+1=", "Q2-7+4=", "Q6+3-8="]
@@ -85,7 +84,7 @@ def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None
     import torch
 
     from sglang_stop.serve.background import serving
-    from sglang_stop.serve.cli import build_server
+    from sglang_stop.serve.server import build_server
     from sglang_stop.tables import table
 
     lv = _levels(levels)
@@ -114,4 +113,8 @@ def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None
 
 
 if __name__ == "__main__":
-    run_cli_group(bench_cmd)
+    try:  # the CLIs' policy for a user error (one line, exit 2); cli_errors sits above this layer
+        bench_cmd.main(standalone_mode=False)
+    except (UserError, click.UsageError) as e:
+        click.echo(f"error: {e.format_message() if isinstance(e, click.UsageError) else e}", err=True)
+        raise SystemExit(2) from None

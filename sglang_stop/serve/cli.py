@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from pathlib import Path
-from typing import Any
 
 import click
 
@@ -32,48 +30,6 @@ def check_port(host: str, port: int) -> None:
         except OSError as e:
             why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
             raise UserError(f"--port {port}: cannot listen on {host}: {why}") from None
-
-
-def build_server(config: str | None, model: str | None, servers: tuple[str, ...], max_concurrent: int,
-                 retry_after: int = 1, **overrides: Any) -> tuple[Any, Any]:
-    """The engine and app (checks first, then loads the model or connects to the servers);
-    ``overrides`` are config fields as :func:`sglang_stop.api.build_config` takes them."""
-    if model is not None and servers:
-        raise UserError("--model: not with --server (each server runs its own model)")
-    if max_concurrent < 1:
-        raise UserError(f"--max-concurrent: must be >= 1, got {max_concurrent}")
-    if config is not None and not Path(config).exists():
-        raise UserError(f"--config {config}: config file not found")
-    from sglang_stop.api import build_config  # torch, transformers: after the checks that need neither
-    from sglang_stop.serve.app import create_app
-    from sglang_stop.serve.engine import Engine
-    from sglang_stop.serve.metrics import Metrics
-    from sglang_stop.tasks import load_task
-
-    cfg = build_config(config, model=model, **overrides)
-    if servers and cfg.model.path is not None:
-        click.echo(f"warning: model.path {cfg.model.path} of the config is ignored with --server (each server runs "
-                   "its own model)", err=True)
-    if not servers and cfg.model.path is not None and not Path(cfg.model.path).is_dir():
-        raise UserError(f"model.path: {cfg.model.path}: no such directory")
-    task = load_task(cfg.task or "default")
-    if servers:
-        from sglang_stop.backends.endpoint import StopEndpoint
-
-        backends: list[Any] = [StopEndpoint(url) for url in servers]
-    else:
-        from sglang_stop.runner import make_backend
-
-        backends = [make_backend(cfg.model)]
-    metrics = Metrics()
-    try:
-        engine = Engine(cfg, backends, task, max_concurrent=max_concurrent, retry_after_s=retry_after,
-                        stats=metrics.stats())
-    except BaseException:
-        for b in backends:
-            b.shutdown()
-        raise
-    return engine, create_app(engine, metrics)
 
 
 @click.command("serve")
@@ -102,6 +58,8 @@ def serve_cmd(config: str | None, model: str | None, servers: tuple[str, ...], h
 
         torch.set_num_threads(threads)
     check_port(host, port)
+    from sglang_stop.serve.server import build_server
+
     engine, app = build_server(config, model, servers, max_concurrent, retry_after)
     click.echo(f"sglang-stop serve: model {engine.model_name!r}, n={engine.cfg.n}, scorer {engine.cfg.scorer.name}, "
                f"on http://{host}:{port}/v1 (max {max_concurrent} concurrent requests)", err=True)

@@ -24,7 +24,7 @@ CONFIG = {"n": 3, "stages": [{"prefix_len": 6, "keep": 1}], "scorer": {"name": "
 
 def test_openai_client_through_serve_on_a_real_server(server, tmp_path):
     from sglang_stop.backends.endpoint import StopEndpoint
-    from sglang_stop.serve.cli import build_server
+    from sglang_stop.serve.server import build_server
     from sglang_stop.serve.engine import RawPromptTask
 
     cfg_file = tmp_path / "serve.yaml"
