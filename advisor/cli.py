@@ -293,10 +293,13 @@ def _setup(calib: tuple[str, ...], seed: int, max_stages: int, scorers: str | No
               help="best: highest replayed accuracy; robust: among those within 1 SE of it, the best neighbourhood")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="runtime config to write (.yaml or .json)")
 @_search_opts
+@click.option("--polish-rounds", default=20, show_default=True,
+              help="rounds of local search around the best trials after the sampled ones (enqueued trials, "
+                   "shared by the workers of a --storage study, not counted in --trials); 0 = none")
 @click.option("--json", "as_json", is_flag=True)
 def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: float, selection: str, out: str,
               trials: int, seed: int, storage: str | None, study_name: str | None, heartbeat: int, max_stages: int,
-              scorers: str | None, draws: int, as_json: bool) -> None:
+              scorers: str | None, draws: int, polish_rounds: int, as_json: bool) -> None:
     """Search under a budget and write a config `sglang-stop run --config` accepts as is."""
     from advisor.noise import noise_notes, noise_report
     from advisor.recommend import to_runtime_config
@@ -306,6 +309,7 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
     _tokens("--budget", budget)
     _check_search(trials, draws, max_stages, storage)
     _workers(click.get_current_context(), storage, heartbeat)
+    _at_least("--polish-rounds", polish_rounds, 0)
     if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
         raise UserError(f"--tolerance: must be a fraction in [0, 1), got {tolerance}")
     if selection == "robust" and objective == "tokens":
@@ -319,7 +323,8 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
     cb, close = _progress(not as_json and sys.stderr.isatty())
     try:
         study, results = run_study(rep, space, budget=budget, n_trials=trials, seed=seed, storage=storage,
-                                   study_name=study_name, progress=cb, heartbeat=heartbeat)
+                                   study_name=study_name, progress=cb, heartbeat=heartbeat,
+                                   polish_rounds=polish_rounds)
     finally:
         close()
     best = select(results, budget, rule=selection, replayer=rep, space=space, objective=objective, tolerance=tolerance)

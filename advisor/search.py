@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -258,11 +259,13 @@ class _NotOverflow(logging.Filter):
         return True
 
 
-def _per_trial_seed(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
-    """Workers of one shared study would all draw the same proposals from one seed: reseed the
-    sampler's generators from (seed, trial number) before each trial, so every trial draws its own
-    numbers and a resumed or parallel study does not repeat its start-up proposals."""
-    before = sampler.before_trial
+def _shared_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler of a study in shared storage. Workers of one study would all draw the same
+    proposals from one seed: the generators are reseeded from (seed, trial number) before each
+    trial, so every trial draws its own numbers and a resumed or parallel study does not repeat its
+    start-up proposals. An enqueued polish trial has every parameter fixed: the (storage-reading)
+    relative model is skipped for it."""
+    before, infer = sampler.before_trial, sampler.infer_relative_search_space
 
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         s = (seed * 1_000_003 + trial.number) % 2**32
@@ -272,7 +275,11 @@ def _per_trial_seed(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.s
                 rng.rng.seed(s)
         before(study, trial)
 
+    def infer_relative_search_space(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return {} if _is_polish(trial) else infer(study, trial)
+
     sampler.before_trial = before_trial  # type: ignore[method-assign]
+    sampler.infer_relative_search_space = infer_relative_search_space  # type: ignore[method-assign]
     return sampler
 
 
@@ -391,7 +398,7 @@ def run_study(
         )
         directions = ["maximize"]
     if storage is not None:
-        sampler = _per_trial_seed(sampler, seed)
+        sampler = _shared_sampler(sampler, seed)
     study = _open_study(storage, heartbeat, sampler=sampler, study_name=name, directions=directions)
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -412,7 +419,7 @@ def run_study(
 
     _sample(study, objective, n_trials, progress)
     if not multi_objective and polish_rounds:
-        _polish(study, objective, space, budget, polish_rounds)
+        _polish(study, objective, space, budget, polish_rounds, shared=storage is not None)
     return study, _results(study, replayer)
 
 
@@ -460,15 +467,21 @@ def _neighbours(params: dict[str, Any], space: SearchSpace) -> list[dict[str, An
     return out
 
 
+def _key(p: dict[str, Any]) -> tuple:
+    return tuple(sorted(p.items()))
+
+
+def _seen(trials: list[optuna.trial.FrozenTrial]) -> set[tuple]:
+    """Parameter sets the study holds or is about to run (a failed trial's may be re-done)."""
+    return {_key(p) for t in trials if t.state != optuna.trial.TrialState.FAIL
+            for p in (t.params, t.system_attrs.get("fixed_params", {}))}
+
+
 def _fresh_neighbours(trials: list[optuna.trial.FrozenTrial], space: SearchSpace, budget: float | None,
                       top: int) -> list[dict[str, Any]]:
     """Unseen neighbours of the best ``top`` distinct feasible policies of the study (every worker's)."""
-    TS = optuna.trial.TrialState
-
-    def key(p: dict[str, Any]) -> tuple:
-        return tuple(sorted(p.items()))
-
-    ok = sorted((t for t in trials if t.state == TS.COMPLETE and (budget is None or t.user_attrs.get("constraint", 1) <= 0)),
+    ok = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+                 and (budget is None or t.user_attrs.get("constraint", 1) <= 0)),
                 key=lambda t: (-t.value, t.user_attrs["tokens"]))
     heads, cfgs = [], set()
     for t in ok:
@@ -479,23 +492,26 @@ def _fresh_neighbours(trials: list[optuna.trial.FrozenTrial], space: SearchSpace
         heads.append(t)
         if len(cfgs) >= top:
             break
-    seen = {key(p) for t in trials if t.state != TS.FAIL for p in (t.params, t.system_attrs.get("fixed_params", {}))}
-    fresh = []
+    seen, fresh = _seen(trials), []
     for t in heads:
         for q in _neighbours(t.params, space):
-            if key(q) not in seen:
-                seen.add(key(q))
+            if _key(q) not in seen:
+                seen.add(_key(q))
                 fresh.append(q)
     return fresh
 
 
 def _polish(study: optuna.Study, objective: Callable[[optuna.Trial], Any], space: SearchSpace,
-            budget: float | None, rounds: int, top: int = 5) -> None:
+            budget: float | None, rounds: int, top: int = 5, shared: bool = False) -> None:
     """Local search around the best feasible trials, run as enqueued Optuna trials (so it is stored,
     resumable, and shared by the workers of one study): TPE finds the region, this settles the last
-    accuracy point. It ends when the best ``top`` policies' neighbourhoods are all in the study
-    (or after ``rounds`` rounds of this worker) and no other worker's trial is still running."""
+    accuracy point. A round enqueues and runs the unseen neighbours of the best ``top`` policies;
+    the polish ends when there are none (or after ``rounds`` rounds of this worker) and no other
+    worker's trial is still running. ``shared``: each worker walks its round in its own random
+    order and skips a neighbour another worker has taken meanwhile, so workers rarely run one twice
+    (a twice-run neighbour is a duplicate COMPLETE trial of the same policy, harmless)."""
     TS = optuna.trial.TrialState
+    order = random.Random(os.getpid()) if shared else None
 
     def enqueued_only(trial: optuna.Trial) -> Any:
         if not trial._fixed_params:  # another worker took the last enqueued trial: sample nothing
@@ -506,14 +522,19 @@ def _polish(study: optuna.Study, objective: Callable[[optuna.Trial], Any], space
     while True:
         _fail_stale(study)
         trials = study.get_trials(deepcopy=False)
-        if any(t.state == TS.WAITING for t in trials):
+        if any(t.state == TS.WAITING for t in trials):  # e.g. enqueued by a worker that died since
             _optimize_one(study, enqueued_only)
             continue
         fresh = _fresh_neighbours(trials, space, budget, top) if done_rounds < rounds else []
         if fresh:
             done_rounds += 1
+            if order is not None:
+                order.shuffle(fresh)
             for q in fresh:
+                if order is not None and _key(q) in _seen(study.get_trials(deepcopy=False)):
+                    continue
                 study.enqueue_trial(q)
+                _optimize_one(study, enqueued_only)
             continue
         if not any(t.state == TS.RUNNING for t in trials):
             return
