@@ -35,9 +35,9 @@ RUN: dict[str, str | None] = {
     "sglang-stop bench pipeline --problems 20 --n 16 --prefix-len 32 --keep 4":
         f"sglang-stop bench pipeline --problems 2 --n 16 --prefix-len 32 --keep 4 {TB} {FAST}",
     "sglang-stop label --model M --task T --problems 500 -P 8 -K 16 --prefix-len 16 --out labels.jsonl":
-        f"sglang-stop label {TB} --problems 2 -P 2 -K 2 --prefix-len 16 {FAST} --out {{tmp}}/labels.jsonl",
+        f"sglang-stop label {TB} --problems 4 -P 2 -K 2 --prefix-len 16 {FAST} --out {{tmp}}/labels.jsonl",
     "sglang-stop train --model M --labels labels.jsonl --out ckpt/":
-        f"sglang-stop train --model {TESTBED} --labels {{tmp}}/labels.jsonl --out {{tmp}}/ckpt/ --epochs 1 --k 2 --lora-r 2",
+        f"sglang-stop train --model {TESTBED} --labels {{tmp}}/labels.jsonl --out {{tmp}}/ckpt/ --epochs 1 --k 2 --lora-r 2 --val-fraction 0.5",
     "sglang-stop run --model M --task T --scorer stop --checkpoint ckpt/":
         f"sglang-stop run {TB} --scorer stop --checkpoint {{tmp}}/ckpt/ --problems 2 {FAST}",
     "sglang-stop calibrate --task chain_sum --problems 60 --n-max 32 --prefix-lens 16,32,64 --out calib.jsonl":

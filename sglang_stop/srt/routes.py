@@ -224,7 +224,7 @@ def dp_rank(tm: Any, body: ScoreRequest) -> int | None:
 
 def check_server(tm: Any) -> None:
     """Flags that make scores wrong (page size, radix cache, hidden states, ...) refuse the first request."""
-    from sglang_stop.srt.plugin import server_problem
+    from sglang_stop.srt.state import server_problem
 
     problem = server_problem(tm.server_args)
     if problem:
@@ -232,7 +232,7 @@ def check_server(tm: Any) -> None:
 
 
 async def _score_once(tm: Any, request: Any, body: ScoreRequest, cfg: Any, w: torch.Tensor, b: torch.Tensor):
-    from sglang_stop.srt.plugin import internal_key
+    from sglang_stop.srt.state import internal_key
 
     n = len(body.input_ids)
     rank = dp_rank(tm, body)

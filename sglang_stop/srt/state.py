@@ -11,6 +11,9 @@ capture and a stall for the overlap scheduler) and a captured graph's replays re
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -84,3 +87,48 @@ def refresh_from_registry(tokenizer_manager: Any) -> dict[str, Any]:
         if ref.lora_path:
             note_adapter_path(ref.lora_path)
     return refs
+
+
+KEY_ENV = "SGLANG_STOP_INTERNAL_KEY"
+SECRET_ENV = "SGLANG_STOP_SECRET"
+
+
+def internal_key() -> str:
+    """The key marking /stop/score's own requests. From ``SGLANG_STOP_SECRET`` when set (hashed, so the
+    secret itself never appears in a request): every node of a multi-node launch must set the same one,
+    since each node's launcher would otherwise draw its own and the TP ranks' radix caches would diverge.
+    Else a per-launch random key that the launcher's child processes inherit through the env."""
+    shared = os.environ.get(SECRET_ENV)
+    if shared:
+        return "sglang-stop:" + hashlib.sha256(shared.encode()).hexdigest()[:32]
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        key = os.environ[KEY_ENV] = "sglang-stop:" + secrets.token_hex(16)
+    return key
+
+
+def server_problem(args: Any) -> str | None:
+    """Why ``args`` (sglang's ServerArgs) cannot serve /stop/score correctly, naming the flag; None if it can."""
+    page = int(getattr(args, "page_size", None) or 1)
+    if page > 1:
+        return (f"--page-size {page}: STOP scoring needs --page-size 1 (a cached prefix is cut to a page boundary, "
+                "so the prefix tail would be recomputed with the STOP LoRA and the score would be wrong)")
+    if getattr(args, "disable_radix_cache", False):
+        return ("--disable-radix-cache: STOP scoring reuses the base prefix's KV from the radix cache; "
+                "launch without --disable-radix-cache")
+    if not (getattr(args, "enable_return_hidden_states", False)
+            or getattr(args, "return_hidden_states_mode", None) in ("last", "full")):
+        return ("--return-hidden-states-mode: STOP scoring reads the last [STOP] token's hidden state; "
+                "launch with --return-hidden-states-mode last")
+    if getattr(args, "enable_return_aux_hidden_states", False):
+        return ("--enable-return-aux-hidden-states: the returned hidden state would be the packed aux layers, "
+                "not the final-norm state the STOP head reads; launch without it")
+    slots = getattr(args, "max_loras_per_batch", None)
+    if slots is not None and int(slots) < 2:
+        return (f"--max-loras-per-batch {slots}: needs >= 2 (the base model takes one slot, the STOP adapter "
+                "another)")
+    nodes = int(getattr(args, "nnodes", 1) or 1)
+    if nodes > 1 and not os.environ.get(SECRET_ENV):
+        return (f"{SECRET_ENV}: --nnodes {nodes} needs one shared secret on every node (export "
+                f"{SECRET_ENV}=<the same random string> before launching each node)")
+    return None
