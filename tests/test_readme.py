@@ -51,7 +51,7 @@ RUN: dict[str, str | None] = {
         "stop-advise guideline --budget 161792 --prefix-len 2048 --task-len 8650",
     "python -m sglang_stop.srt.convert /ckpt/stop /models/base /ckpt/stop-sglang": None,
     "python -m sglang.launch_server --model-path /models/base --enable-lora --lora-paths stop=/ckpt/stop-sglang "
-    "--max-lora-rank 128 --enable-return-hidden-states --page-size 1": None,
+    "--max-lora-rank 128 --max-loras-per-batch 2 --return-hidden-states-mode last --page-size 1": None,
     "sglang-stop run --server http://127.0.0.1:30000 --scorer stop": None,
 }
 SKIP = {
@@ -60,7 +60,7 @@ SKIP = {
         "needs a user's model; its options are validated by tests/test_battery.py",
     "python -m sglang_stop.srt.convert /ckpt/stop /models/base /ckpt/stop-sglang": "tests/server/test_convert.py runs it",
     "python -m sglang.launch_server --model-path /models/base --enable-lora --lora-paths stop=/ckpt/stop-sglang "
-    "--max-lora-rank 128 --enable-return-hidden-states --page-size 1": "a GPU server; tests/server runs it on CPU",
+    "--max-lora-rank 128 --max-loras-per-batch 2 --return-hidden-states-mode last --page-size 1": "a GPU server; tests/server runs it on CPU",
     "sglang-stop run --server http://127.0.0.1:30000 --scorer stop": "tests/server/test_program_server.py runs it",
 }
 
