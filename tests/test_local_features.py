@@ -218,13 +218,14 @@ def test_batched_sampler_draws_from_each_rows_distribution():
 
     from sglang_stop.backends.local import _pick_tokens
 
-    settings = [(1.0, -1, 1.0), (0.5, 2, 1.0), (1.0, -1, 0.7), (0.0, -1, 1.0)]  # (temperature, top_k, top_p)
+    # (temperature, top_k, top_p, min_p)
+    settings = [(1.0, -1, 1.0, 0.0), (0.5, 2, 1.0, 0.0), (1.0, -1, 0.7, 0.0), (0.0, -1, 1.0, 0.0), (1.0, -1, 1.0, 0.3)]
     copies = 500  # rows per setting, each with its own generator: 500 x 8 calls = 4000 draws a setting
-    rows = [SimpleNamespace(temperature=t, top_k=k, top_p=p,
+    rows = [SimpleNamespace(temperature=t, top_k=k, top_p=p, min_p=m,
                             state=SimpleNamespace(generator=torch.Generator().manual_seed(i * copies + c)))
-            for i, (t, k, p) in enumerate(settings) for c in range(copies)]
+            for i, (t, k, p, m) in enumerate(settings) for c in range(copies)]
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]]).expand(len(rows), 5)
-    draws = torch.tensor([_pick_tokens(logits, rows) for _ in range(8)]).view(8, 4, copies).transpose(0, 1)
+    draws = torch.tensor([_pick_tokens(logits, rows) for _ in range(8)]).view(8, 5, copies).transpose(0, 1)
     freq = torch.stack([torch.bincount(d.flatten(), minlength=5) / d.numel() for d in draws])
     p_plain = torch.softmax(logits[0], -1)
     torch.testing.assert_close(freq[0], p_plain, atol=0.03, rtol=0)
@@ -234,6 +235,9 @@ def test_batched_sampler_draws_from_each_rows_distribution():
     torch.testing.assert_close(freq[2, :2], p_plain[:2] / p_plain[:2].sum(), atol=0.03, rtol=0)
     assert freq[2, 2:].sum() == 0
     assert (draws[3] == 0).all()
+    # min_p 0.3: the floor is 0.3 x 0.64 = 0.19 -> again the first two tokens (0.64, 0.24)
+    torch.testing.assert_close(freq[4, :2], p_plain[:2] / p_plain[:2].sum(), atol=0.03, rtol=0)
+    assert freq[4, 2:].sum() == 0
     assert (draws[:3] != 4).all()  # a token of probability 0 is never drawn
 
 
@@ -308,3 +312,20 @@ def test_constraints_on_the_embedded_bpe_model():
         assert be.usage().reencoded_tokens == 0
     finally:
         be.shutdown()
+
+
+def test_penalties_and_n(backend, ascii_lm):
+    _, tok = ascii_lm
+
+    @sgl.function
+    def greedy(s, freq, pres, n):
+        s += "Q: 5+5="
+        s += sgl.gen("out", max_tokens=12, temperature=0.0, frequency_penalty=freq, presence_penalty=pres, n=n)
+
+    free = tok(greedy.run(0.0, 0.0, 1, backend=backend)["out"], add_special_tokens=False)["input_ids"]
+    assert len(set(free)) < len(free)  # unpenalised, this model repeats itself
+    for freq, pres in ((50.0, 0.0), (0.0, 50.0)):
+        ids = tok(greedy.run(freq, pres, 1, backend=backend)["out"], add_special_tokens=False)["input_ids"]
+        assert len(ids) >= 10 and len(set(ids)) == len(ids)  # a repeated token costs more than any gap
+    st = greedy.run(0.0, 0.0, 2, backend=backend)
+    assert str(st.stream_executor.error()).startswith("n: 2 completions")

@@ -86,6 +86,9 @@ class _GenRequest:
     ignore_eos: bool
     future: Future
     min_new_tokens: int = 0
+    min_p: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     stop_regex: list[re.Pattern[str]] = field(default_factory=list)
     constraint: RowConstraint | None = None
     top_logprobs_num: int = 0  # > 0: record this many top (logprob, id) pairs per token for meta_info
@@ -288,6 +291,8 @@ class LocalBackend(BaseBackend):
         if self._cancelled is not None:
             raise _fresh(self._cancelled)
         resolve_dtype(sp)
+        if int(sp.n or 1) != 1:
+            raise ValueError(f"n: {sp.n} completions of one gen are not offered in process; fork the state (s.fork(n))")
         if sp.logprob_start_len is not None and sp.logprob_start_len >= 0:
             raise ValueError("logprob_start_len: prompt logprobs would re-encode the cached prefix; "
                              "the in-process backend returns output logprobs only (leave it unset)")
@@ -313,6 +318,9 @@ class LocalBackend(BaseBackend):
             ignore_eos=bool(sp.ignore_eos),
             future=Future(),
             min_new_tokens=int(sp.min_new_tokens or 0),
+            min_p=float(sp.min_p or 0.0),
+            frequency_penalty=float(sp.frequency_penalty or 0.0),
+            presence_penalty=float(sp.presence_penalty or 0.0),
             stop_regex=stop_regex,
             constraint=constraint,
             top_logprobs_num=int(sp.top_logprobs_num or 0) if sp.return_logprob else 0,
@@ -751,8 +759,13 @@ class LocalBackend(BaseBackend):
         top_lp = logp.topk(min(TOP_LOGPROBS, logp.shape[-1]), dim=-1).values
         masks = {i: r.constraint.mask() for i, r in enumerate(rows) if r.constraint is not None}
         early = [i for i, r in enumerate(rows) if r.constraint is None and len(r.new_ids) < r.min_new_tokens]
-        if masks or early:
+        penalised = [i for i, r in enumerate(rows) if (r.frequency_penalty or r.presence_penalty) and r.new_ids]
+        if masks or early or penalised:
             logits = logits.clone()
+            for i in penalised:  # as the server's penalizers: over this gen's output tokens
+                r = rows[i]
+                counts = torch.bincount(torch.tensor(r.new_ids), minlength=logits.shape[-1]).to(logits)
+                logits[i] -= r.frequency_penalty * counts + r.presence_penalty * (counts > 0).to(logits)
             apply_masks(logits, masks)
             for i in early:
                 logits[i, sorted(self.eos_ids | rows[i].stop_token_ids)] = float("-inf")
@@ -799,6 +812,10 @@ def _pick_tokens(logits: torch.Tensor, rows: Sequence[_GenRequest]) -> list[int]
         if group is ranked:
             top_p = torch.tensor([rows[i].top_p for i in group], device=dev)[:, None]
             probs = probs * ((probs.cumsum(-1) - probs) < top_p)
+        min_p = [rows[i].min_p for i in group]
+        if any(min_p):  # drop tokens below min_p x the most likely one (after top-k/top-p)
+            floor = torch.tensor(min_p, device=dev)[:, None] * probs.max(-1, keepdim=True).values
+            probs = probs * (probs >= floor)
         cum = probs.cumsum(-1)
         pos = torch.searchsorted(cum, (u * cum[:, -1])[:, None], right=True).clamp_(max=cum.shape[1] - 1)
         bad = probs.gather(1, pos)[:, 0] <= 0  # float edge at u -> 1: never a token of probability 0
