@@ -358,3 +358,33 @@ def test_cli_bad_input_is_one_line_before_loading() -> None:
             errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
             assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
             assert len(errors) == 1 and fragment in errors[0], p.stderr
+
+
+def test_the_command_serves_and_stops_on_sigterm() -> None:
+    """The real command: it starts, answers, and SIGTERM ends it gracefully with exit 143 and one line."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sglang_stop.serve", "--config", str(CONFIG), "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["data"][0]["id"] == "testbed"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "sglang-stop serve: stopped by SIGTERM (open requests were answered first)"

@@ -8,12 +8,16 @@ and exit 2 (the CLIs' one policy, ``cli_errors.run_cli_group``).
 from __future__ import annotations
 
 import errno
+import signal
 import socket
+import sys
+from types import FrameType
 
 import click
 
 from sglang_stop.cli_errors import run_cli_group
 from sglang_stop.errors import UserError
+from sglang_stop.signals import EXIT_CODES
 
 
 def check_port(host: str, port: int) -> None:
@@ -30,6 +34,23 @@ def check_port(host: str, port: int) -> None:
         except OSError as e:
             why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
             raise UserError(f"--port {port}: cannot listen on {host}: {why}") from None
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """SIGINT/SIGTERM stop the server gracefully (open requests are answered); the command then
+        exits 130/143 itself instead of uvicorn re-raising the signal into the CLI's handlers."""
+
+        stop_signal: int | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.stop_signal = sig
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return GracefulServer
 
 
 @click.command("serve")
@@ -63,11 +84,16 @@ def serve_cmd(config: str | None, model: str | None, servers: tuple[str, ...], h
     engine, app = build_server(config, model, servers, max_concurrent, retry_after)
     click.echo(f"sglang-stop serve: model {engine.model_name!r}, n={engine.cfg.n}, scorer {engine.cfg.scorer.name}, "
                f"on http://{host}:{port}/v1 (max {max_concurrent} concurrent requests)", err=True)
+    server = _graceful_server_class()(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        server.run()
     finally:
         for b in engine.backends:
             b.shutdown()
+    if server.stop_signal is not None:
+        name = signal.Signals(server.stop_signal).name
+        click.echo(f"sglang-stop serve: stopped by {name} (open requests were answered first)", err=True)
+        sys.exit(EXIT_CODES.get(name, 130))
 
 
 def main(argv: list[str] | None = None) -> None:
