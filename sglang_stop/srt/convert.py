@@ -194,9 +194,9 @@ def convert_checkpoint(
         raise UserError(f"{adir}: adapter weight {bad!r} is a {type(weights[bad]).__name__}, not a tensor")
     weights = {k: v.float().contiguous() for k, v in weights.items()}
     if true_scaling != sglang_scaling:
-        for k in weights:
-            if "lora_B" in k:
-                weights[k] = weights[k] * (true_scaling / sglang_scaling)
+        for name in weights:
+            if "lora_B" in name:
+                weights[name] = weights[name] * (true_scaling / sglang_scaling)
 
     vocab, hidden = have.vocab_size, have.hidden_size
     tcfg_path = ckpt / "assess_token_config.json"
