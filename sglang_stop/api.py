@@ -11,7 +11,6 @@ config, task and scorer options are validated before any model loads: bad input 
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import threading
 from pathlib import Path
@@ -24,7 +23,7 @@ from sglang_stop.errors import UserError
 from sglang_stop.program import PathRecord
 from sglang_stop.runner import make_backend, run_problems
 from sglang_stop.scorers import Scorer, make_scorer, scorer_class
-from sglang_stop.tasks import Problem, Task, UngradedTask, load_task
+from sglang_stop.tasks import QUESTION_ID, Problem, Task, UngradedTask, load_task
 
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "default.yaml"
 SOURCE = "solve()"  # how config errors from keyword overrides are attributed
@@ -152,11 +151,6 @@ def clear_cache() -> None:
 atexit.register(clear_cache)
 
 
-def question_id(question: str) -> str:
-    """A stable id, so the same question (and seed) samples the same paths on every call."""
-    return "q-" + hashlib.blake2b(question.encode(), digest_size=6).hexdigest()
-
-
 def solve(
     question: str,
     task: str | None = None,
@@ -183,7 +177,7 @@ def solve(
     if backend is None:
         backend = get_backend(cfg.model)
     sc = _get_scorer(cfg)  # the runner prepares it (a bad checkpoint fails before decoding)
-    problem = Problem(id=question_id(question), question=question, answer="", source=tsk.spec)
+    problem = Problem(id=QUESTION_ID, question=question, answer="", source=tsk.spec)  # as run --question and serve
     (res,), _ = run_problems(backend, UngradedTask(tsk), [problem], cfg, concurrency=1, scorer=sc)
     return SolveResult(
         question=question, task=tsk.spec, answer=res.predicted, tokens=res.tokens, paths=res.paths,

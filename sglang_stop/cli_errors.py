@@ -40,6 +40,16 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+# commands that append records as they go: an interrupted one resumes by being rerun
+_RESUME_HINT = {name: " (records appended so far are kept: rerun the same command to resume)"
+                for name in ("calibrate", "label")}
+
+
+def _command(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return next((a for a in args if not a.startswith("-")), "")
+
+
 def run_cli_group(group: click.Command, argv: list[str] | None = None) -> None:
     """Run a click group under the policy above (standalone_mode off, so every error reaches us)."""
     if threading.current_thread() is threading.main_thread():
@@ -61,10 +71,10 @@ def run_cli_group(group: click.Command, argv: list[str] | None = None) -> None:
         click.echo(str(e), err=True)
         code = EXIT_CODES.get(e.signal_name, 130)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("interrupted by SIGINT (appended records are kept: rerun the same command to resume)", err=True)
+        click.echo("interrupted by SIGINT" + _RESUME_HINT.get(_command(argv), ""), err=True)
         code = 130
     except _Terminated:
-        click.echo("interrupted by SIGTERM (appended records are kept: rerun the same command to resume)", err=True)
+        click.echo("interrupted by SIGTERM" + _RESUME_HINT.get(_command(argv), ""), err=True)
         code = 143
     except BrokenPipeError:
         code = 1

@@ -15,9 +15,8 @@ from sglang_stop.io import JsonlAppender, RecordHeader, check_header, open_recor
 from sglang_stop.runner import ProblemResult, RunSummary, load_problems, make_backend, run_problems
 from sglang_stop.signals import cancel_on_signals
 from sglang_stop.tables import key_values
-from sglang_stop.tasks import Problem, Task, UngradedTask, load_task
+from sglang_stop.tasks import QUESTION_ID, Problem, Task, UngradedTask, load_task
 
-QUESTION_ID = "question"
 
 
 class RunRequest(BaseModel):

@@ -693,6 +693,11 @@ class TestbedTask(Task):
 register_task("testbed", TestbedTask)
 
 
+# The problem key of a caller's own question (run --question, solve, serve): the same key, seed and prompt
+# sample the same paths whichever entry point answers it.
+QUESTION_ID = "question"
+
+
 class UngradedTask(Task):
     """A task's prompt and answer extraction without grading: a question from a caller has no gold answer
     (and a mix task could not even say which component would grade it)."""

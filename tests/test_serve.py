@@ -365,7 +365,7 @@ def test_the_command_serves_and_stops_on_sigterm() -> None:
     import signal
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sglang_stop.serve", "--config", str(CONFIG), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "sglang_stop.cli", "serve", "--config", str(CONFIG), "--port", str(port),
                              "--log-level", "warning"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 from sglang_stop.config import RuntimeConfig, config_from_dict
 from sglang_stop.errors import RunCancelled, RunInterrupted, UserError
-from sglang_stop.run_command import QUESTION_ID
+from sglang_stop.tasks import QUESTION_ID
 from sglang_stop.runner import ProblemResult, context_window, run_problems
 from sglang_stop.scorers import Scorer, make_scorer, scorer_class
 from sglang_stop.serve.schemas import ChatRequest, CompletionRequest, PathInfo, StopUsage, Usage, _Request

@@ -9,7 +9,7 @@ import yaml
 
 from sglang_stop.config import load_config
 from sglang_stop.program import parallel_reasoning
-from sglang_stop.run_command import QUESTION_ID
+from sglang_stop.tasks import QUESTION_ID
 from sglang_stop.serve.schemas import ChatRequest
 
 pytestmark = pytest.mark.server
