@@ -199,3 +199,35 @@ def postgres_url() -> Iterator[str]:
 
 def test_four_workers_postgresql(postgres_url: str, tmp_path: Path) -> None:
     _scenario(postgres_url, tmp_path)
+
+
+def test_heartbeat_without_storage_is_named_as_ignored(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from advisor.cli import main
+
+    r = CliRunner().invoke(main, ["recommend", "--calib", str(CALIB), "--budget", str(BUDGET), "--out",
+                                  str(tmp_path / "r.yaml"), "--trials", "2", "--draws", "2", "--scorers", "stop",
+                                  "--polish-rounds", "0", "--heartbeat", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "warning: --heartbeat: used only with --storage" in r.stderr
+    r = CliRunner().invoke(main, ["pareto", "--calib", str(CALIB), "--exhaustive", "--draws", "2", "--scorers", "stop",
+                                  "--heartbeat", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "warning: --heartbeat: not used with --exhaustive" in r.stderr
+
+
+def test_journal_pareto_resumes_to_the_requested_count(fast_tmp: Path) -> None:
+    """NSGA-II on a journal file: a second worker run tops the study up to --trials, no more."""
+    from advisor.calibration import load_calibration
+    from advisor.replay import Replayer
+    from advisor.search import default_space, run_study
+
+    cs = load_calibration([str(CALIB)])
+    rep, space = Replayer(cs, draws=2, seed=0), default_space(cs, scorers=["stop"])
+    url = f"journal://{fast_tmp / 'p.log'}"
+    s1, _ = run_study(rep, space, budget=None, n_trials=4, multi_objective=True, storage=url, study_name="p")
+    first = len(s1.trials)
+    s2, res = run_study(rep, space, budget=None, n_trials=7, multi_objective=True, storage=url, study_name="p")
+    assert [first, len(s2.trials)] == [4, 7]
+    assert len(res) == 7 and len({t.params["n"] for t in s2.trials}) > 1  # per-trial seeds: not one repeated draw
