@@ -8,8 +8,9 @@ A study in a shared storage (``--storage``: a sqlite file, any RDB URL, or ``jou
 Optuna's journal file) can be searched by several worker processes at once: each adds sampled trials
 until the study holds ``n_trials`` of them in total (a claim check, exact even when workers race),
 then the polish runs as shared enqueued trials, and every worker's result reads the whole study. A
-dead worker's RUNNING trial is failed once its heartbeat goes stale (Optuna's RDB heartbeat; the
-same for the journal through ``_JournalHeartbeat``), so a SIGKILL loses no finished trial.
+dead worker's RUNNING trial is failed once its heartbeat goes stale (Optuna's heartbeat machinery,
+one protocol for RDB and journal storage: ``_heartbeat_storage``), so a SIGKILL loses no finished
+trial and leaves nothing RUNNING.
 """
 
 from __future__ import annotations
@@ -161,18 +162,15 @@ def _storage_url(storage: str | None) -> str | None:
     return f"sqlite:///{storage}"  # a plain path means a sqlite file
 
 
-def _journal_heartbeat_cls() -> type:
-    """JournalStorage has no heartbeat of its own: this one records a time stamp in the running
-    trial's system attrs, so Optuna's optimize loop and ``fail_stale_trials`` treat it as they treat
-    RDB storage. Time stamps are wall-clock seconds: workers on several hosts need synced clocks."""
-    from optuna.storages import JournalStorage
+def _heartbeat_storage(base: type, *args: Any, interval: int, **kw: Any) -> optuna.storages.BaseStorage:
+    """``base`` (JournalStorage or RDBStorage) with one heartbeat protocol for both, through Optuna's
+    own machinery (BaseHeartbeat: optimize beats while a trial runs, ``fail_stale_trials`` fails
+    the silent ones). The beat is a time stamp in the trial's system attrs; a trial that never beat
+    (its worker died between creating it and the first beat) is judged by its start time, so no
+    dead worker's trial stays RUNNING. Wall-clock times: workers on several hosts need synced clocks."""
     from optuna.storages._heartbeat import BaseHeartbeat
 
-    class _JournalHeartbeat(JournalStorage, BaseHeartbeat):
-        def __init__(self, backend: Any, interval: int) -> None:
-            super().__init__(backend)
-            self._interval = interval
-
+    class _Beating(base, BaseHeartbeat):  # type: ignore[misc, valid-type]
         def record_heartbeat(self, trial_id: int) -> None:
             try:
                 self.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())
@@ -180,26 +178,31 @@ def _journal_heartbeat_cls() -> type:
                 pass  # failed as stale by another worker while this one stalled
 
         def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            now = time.time()
-            running = self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            return [t._trial_id for t in running
-                    if now - t.system_attrs.get(_HEARTBEAT_ATTR, now) > _GRACE_BEATS * self._interval]
+            now, out = time.time(), []
+            for t in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                last = t.system_attrs.get(_HEARTBEAT_ATTR)
+                if last is None and t.datetime_start is not None:
+                    last = t.datetime_start.timestamp()
+                if last is not None and now - last > _GRACE_BEATS * interval:
+                    out.append(t._trial_id)
+            return out
 
         def get_heartbeat_interval(self) -> int | None:
-            return self._interval
+            return interval
 
         def get_heartbeat_stale_trial_callback(self) -> None:
             return None
 
         get_failed_trial_callback = get_heartbeat_stale_trial_callback  # optuna < 4.9
 
-    return _JournalHeartbeat
+    return _Beating(*args, **kw)
 
 
 def open_storage(storage: str | None, heartbeat: int = 10) -> optuna.storages.BaseStorage | None:
     """The shared storage behind ``--storage`` (None: in memory). A plain path is a sqlite file,
     ``journal:///PATH`` Optuna's journal file, anything else an RDB URL. Both kinds get a heartbeat of
-    ``heartbeat`` seconds, so a killed worker's trial is failed, not left RUNNING for ever."""
+    ``heartbeat`` seconds (``_heartbeat_storage``), so a killed worker's trial is failed, not left
+    RUNNING for ever."""
     url = _storage_url(storage)
     if url is None:
         return None
@@ -209,11 +212,10 @@ def open_storage(storage: str | None, heartbeat: int = 10) -> optuna.storages.Ba
         path = url[len(JOURNAL):]
         # a worker killed inside the (millisecond) lock leaves the lock file: released after 10 s
         backend = JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, grace_period=10))
-        return _journal_heartbeat_cls()(backend, heartbeat)
+        return _heartbeat_storage(optuna.storages.JournalStorage, backend, interval=heartbeat)
     # sqlite: writers from several processes queue on the file lock (the default 5 s wait is too short)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                      grace_period=_GRACE_BEATS * heartbeat)
+    return _heartbeat_storage(optuna.storages.RDBStorage, url, engine_kwargs=engine, interval=heartbeat)
 
 
 def _open_study(storage: str | None, heartbeat: int = 10, **kw: Any) -> optuna.Study:

@@ -48,20 +48,21 @@ def _study(storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=1))
 
 
-def _dead_trial(storage: str, name: str) -> int:
-    """What a worker SIGKILLed inside a trial leaves: a RUNNING trial whose last heartbeat is old
-    (made here, in-process, to save a process start: the stored state is the same)."""
+def _dead_trials(storage: str, name: str) -> list[int]:
+    """What workers SIGKILLed inside a trial leave: RUNNING trials, one whose last heartbeat is old,
+    one killed before its first beat (made here, in-process, to save process starts: the stored
+    state is the same)."""
     study = optuna.create_study(study_name=name, storage=open_storage(storage, heartbeat=1),
                                 directions=["maximize"], load_if_exists=True)
-    trial = study.ask()
-    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
-    return trial._trial_id
+    beat, silent = study.ask(), study.ask()
+    study._storage.record_heartbeat(beat._trial_id)  # type: ignore[attr-defined]
+    return [beat._trial_id, silent._trial_id]
 
 
 def _scenario(storage: str, tmp: Path, polish: int = 0) -> None:
     name = "dist"
-    dead_id = _dead_trial(storage, name)
-    assert _study(storage, name).trials[0].state == TS.RUNNING
+    dead_ids = _dead_trials(storage, name)
+    assert [t.state for t in _study(storage, name).trials] == [TS.RUNNING, TS.RUNNING]
     procs = [subprocess.Popen(_recommend(storage, name, tmp / f"rec{i}.yaml", polish), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT) for i in range(WORKERS)]
     try:
@@ -93,7 +94,7 @@ def _scenario(storage: str, tmp: Path, polish: int = 0) -> None:
     sampled = [t for t in trials if t.state == TS.COMPLETE and not _is_polish(t)]
     assert len(sampled) == TRIALS  # exactly the requested count, all workers together
     assert before <= {t.number for t in trials if t.state == TS.COMPLETE}  # the kill lost no finished trial
-    assert next(t for t in trials if t._trial_id == dead_id).state == TS.FAIL
+    assert [t.state for t in trials if t._trial_id in dead_ids] == [TS.FAIL, TS.FAIL]
     workers = {t.user_attrs["worker"] for t in trials if t.state == TS.COMPLETE}
     assert len(workers) >= 2  # the trials really come from several processes
     polished = [t for t in trials if t.state == TS.COMPLETE and _is_polish(t)]
