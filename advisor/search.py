@@ -484,7 +484,7 @@ def _fresh_neighbours(trials: list[optuna.trial.FrozenTrial], space: SearchSpace
     """Unseen neighbours of the best ``top`` distinct feasible policies of the study (every worker's)."""
     ok = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
                  and (budget is None or t.user_attrs.get("constraint", 1) <= 0)),
-                key=lambda t: (-t.value, t.user_attrs["tokens"]))
+                key=lambda t: (-(t.value or 0.0), t.user_attrs["tokens"]))
     heads, cfgs = [], set()
     for t in ok:
         c = str(t.user_attrs["config"])

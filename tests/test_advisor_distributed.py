@@ -45,7 +45,9 @@ def _recommend(storage: str, name: str, out: Path, polish: int) -> list[str]:
 
 
 def _study(storage: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=1))
+    store = open_storage(storage, heartbeat=1)
+    assert store is not None
+    return optuna.load_study(study_name=name, storage=store)
 
 
 def _dead_trials(storage: str, name: str) -> list[int]:
