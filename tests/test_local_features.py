@@ -329,3 +329,16 @@ def test_penalties_and_n(backend, ascii_lm):
         assert len(ids) >= 10 and len(set(ids)) == len(ids)  # a repeated token costs more than any gap
     st = greedy.run(0.0, 0.0, 2, backend=backend)
     assert str(st.stream_executor.error()).startswith("n: 2 completions")
+
+
+def test_unsynced_run_runs_its_gen_then_releases_the_branch(backend):
+    """``prog.run()`` returns while its gen is still queued; SGLang ends the program at once. The
+    gen must still run (it failed with 'branch already ended') and the branch be released after."""
+    import time
+
+    st = sampled.run(prompt="Q: 1+8=", backend=backend)
+    assert st["out"] and st.stream_executor.error() is None
+    deadline = time.monotonic() + 10
+    while backend.live_branches() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert backend.live_branches() == 0

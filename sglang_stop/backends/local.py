@@ -406,17 +406,19 @@ class LocalBackend(BaseBackend):
         )
 
     def end_program(self, s: Any) -> None:
-        """Release each executor's branch once its worker has run what was queued: SGLang calls this
-        right after the program function returns, while its gens may still be waiting to run."""
+        """Release each executor's branch. SGLang calls this right after the program function
+        returns, while its gens may still be queued on the executor's worker (``prog.run()``
+        without sync): then the release waits, off this thread, for the worker to run them. A
+        cancelled run (:meth:`abort`) releases at once, so queued gens fail instead of reviving it."""
         here = threading.current_thread()
         for exe in s if isinstance(s, list) else [s]:
             worker = getattr(exe, "worker", None)
-            if worker is None or not worker.is_alive() or here is worker:
+            q = getattr(exe, "queue", None)
+            queued = q is not None and q.unfinished_tasks > 1  # beyond the None that end() just put
+            if worker is None or not worker.is_alive() or here is worker or not queued or self._cancelled:
                 self.release(exe)
-            elif here is self._thread:  # (an executor collected on the model thread) never block it
-                threading.Thread(target=self._release_after, args=(exe, worker), daemon=True).start()
             else:
-                self._release_after(exe, worker)
+                threading.Thread(target=self._release_after, args=(exe, worker), daemon=True).start()
 
     def _release_after(self, exe: Any, worker: threading.Thread) -> None:
         worker.join()
