@@ -150,3 +150,12 @@ def test_decode_bench_reports_hf_generate_side_by_side(backend):
     assert res.vs_hf == pytest.approx([a / b for a, b in zip(res.tokens_per_s, res.hf_tokens_per_s)])
     assert "in-process / HF" in decode_text(res)
     assert backend.usage().reencoded_tokens == 0
+
+
+def test_decode_profile_splits_the_wall_time(backend):
+    from sglang_stop.bench.decode import profile_decode
+
+    prof = profile_decode(backend, "Q1+2=", 3, max_tokens=5)
+    assert prof.forward_s > 0 and prof.sample_s > 0
+    assert prof.forward_s + prof.sample_s <= prof.wall_s
+    assert "forward" not in vars(backend.model) and "_sample_rows" not in vars(backend)  # timers removed

@@ -85,6 +85,46 @@ def run_decode_bench(backend: Any, prompt: str, branches: list[int], max_tokens:
     )
 
 
+class StepProfile(BaseModel):
+    branches: int
+    wall_s: float
+    forward_s: float  # inside model.forward
+    sample_s: float  # the backend's sampling (masks, logprob records, the draw)
+    other_s: float  # everything else: scheduling, cache bookkeeping, SGLang's threads
+
+
+def profile_decode(backend: Any, prompt: str, branches: int, max_tokens: int = 64) -> StepProfile:
+    """Where a fork's decode time goes: timers around ``model.forward`` and the backend's sampler
+    for one run (both restored afterwards). ``python -m sglang_stop.bench.decode`` prints it."""
+    spent = {"forward": 0.0, "sample": 0.0}
+
+    def timed(fn: Any, key: str) -> Any:
+        def inner(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - t
+        return inner
+
+    model = backend.model
+    own_forward = vars(model).get("forward")  # an instance-level forward (e.g. a hook) to put back
+    model.forward = timed(model.forward, "forward")
+    backend._sample_rows = timed(backend._sample_rows, "sample")
+    try:
+        _fan_out.run(prompt=prompt, branches=2, max_tokens=4, backend=backend)
+        spent.update(forward=0.0, sample=0.0)
+        _, wall = _ours(backend, prompt, branches, max_tokens)
+    finally:
+        del backend._sample_rows  # the instance attribute shadowed the method
+        if own_forward is None:
+            del model.forward
+        else:
+            model.forward = own_forward
+    return StepProfile(branches=branches, wall_s=wall, forward_s=spent["forward"], sample_s=spent["sample"],
+                       other_s=wall - spent["forward"] - spent["sample"])
+
+
 def _rate(tokens: int, wall: float) -> float:
     return tokens / wall
 
@@ -101,3 +141,23 @@ def decode_text(b: DecodeBench) -> str:
     return (f"bench decode ({b.threads} torch threads; largest decode batch seen: {b.max_batch_seen}; "
             "HF = model.generate(num_return_sequences=branches), same model, same run)\n"
             + table(head, rows))
+
+
+if __name__ == "__main__":  # profile: python -m sglang_stop.bench.decode [--model DIR] [--branches 16] [--threads 1]
+    import argparse
+
+    from sglang_stop.config import ModelSpec
+    from sglang_stop.runner import make_backend
+
+    ap = argparse.ArgumentParser(description=profile_decode.__doc__)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--branches", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    be = make_backend(ModelSpec(path=args.model))
+    try:
+        print(profile_decode(be, "Count slowly from one to fifty:", args.branches, args.tokens).model_dump_json())
+    finally:
+        be.shutdown()
