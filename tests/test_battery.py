@@ -8,13 +8,14 @@ import signal
 import time
 
 from tests.battery import Case, error_lines, expand, popen_cli, result_lines, run_cli
-from tests.battery import rows_advisor, rows_config, rows_report, rows_run, rows_serve, rows_server, rows_training
+from tests.battery import rows_advisor, rows_advisor_distributed, rows_config, rows_report, rows_run, rows_serve, rows_server, rows_training
 
 ROWS: list[Case] = [
     *rows_config.ROWS,
     *rows_run.ROWS,
     *rows_training.ROWS,
     *rows_advisor.ROWS,
+    *rows_advisor_distributed.ROWS,
     *rows_server.ROWS,
     *rows_report.ROWS,
     *rows_serve.ROWS,
