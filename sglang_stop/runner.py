@@ -74,7 +74,7 @@ def make_backend(spec: ModelSpec, model_override: str | None = None) -> Any:
     return LocalBackend(model, tok, model_name=name)
 
 
-GRACE_S = 1.5  # after a cancel, how long running programs get to unwind before the runner returns
+GRACE_S = 0.5  # after a cancel, how long running programs get to unwind before the runner returns
 
 
 def check_prompts_fit(backend: Any, prompts: Sequence[str], problems: Sequence[Problem], cfg: RuntimeConfig) -> None:
