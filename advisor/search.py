@@ -436,8 +436,9 @@ def _results(study: optuna.Study, replayer: Replayer) -> list[ReplayResult]:
 def _neighbours(params: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
     """One-step moves on each ordered axis (N, prune points, keep ratios), single and in pairs (N up
     with keep ratio down keeps the token cost level), plus every scorer and vote at the same point."""
-    axes = {"n": space.n_values, **{k: space.keep_ratios for k in params if k.startswith("keep_ratio_")},
-            **{k: space.prefix_lens for k in params if k.startswith("prefix_")}}
+    axes: dict[str, list[Any]] = {
+        "n": list(space.n_values), **{k: list(space.keep_ratios) for k in params if k.startswith("keep_ratio_")},
+        **{k: list(space.prefix_lens) for k in params if k.startswith("prefix_")}}
     out: list[dict[str, Any]] = []
 
     def step(p: dict[str, Any], key: str, d: int) -> dict[str, Any] | None:
@@ -555,10 +556,12 @@ def config_neighbours(cfg: ReplayConfig, space: SearchSpace) -> list[ReplayConfi
     same scorer and vote: the neighbourhood the ``robust`` rule averages over."""
     n_vals = space.n_values
     if not cfg.stages:
-        i = n_vals.index(cfg.n) if cfg.n in n_vals else None
-        return [make_config(n_vals[j], "none", "majority", []) for j in (i - 1, i + 1)
-                if i is not None and 0 <= j < len(n_vals)]
-    alive, stages = cfg.n, []
+        if cfg.n not in n_vals:
+            return []
+        i = n_vals.index(cfg.n)
+        return [make_config(n_vals[j], "none", "majority", []) for j in (i - 1, i + 1) if 0 <= j < len(n_vals)]
+    alive = cfg.n
+    stages: list[list[Any]] = []
     for st in cfg.stages:  # keep counts -> the nearest ratio of the space
         r = min(space.keep_ratios, key=lambda x: abs(keep_count(alive, x) - st.keep) + abs(x - st.keep / alive) * 1e-3)
         stages.append([st.prefix_len, r])
@@ -575,7 +578,9 @@ def config_neighbours(cfg: ReplayConfig, space: SearchSpace) -> list[ReplayConfi
             if 0 <= j < len(n_vals):
                 add(n_vals[j], stages)
     for k, (p, r) in enumerate(stages):
-        for axis, vals, cur in ((0, space.prefix_lens, p), (1, space.keep_ratios, r)):
+        axes_k: tuple[tuple[int, list[Any], Any], ...] = ((0, list(space.prefix_lens), p),
+                                                         (1, list(space.keep_ratios), r))
+        for axis, vals, cur in axes_k:
             if cur not in vals:
                 continue
             i = vals.index(cur)
