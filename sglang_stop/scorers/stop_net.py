@@ -46,7 +46,7 @@ def target_linears(model: HFModel, targets: Sequence[str]) -> list[tuple[str, nn
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
 
 
-def decoder_of(model: HFModel) -> nn.Module:
+def decoder_of(model: HFModel) -> HFModel:
     """The bare decoder (``LlamaModel`` inside ``LlamaForCausalLM``): its output is after the final norm."""
     return getattr(model, "base_model", model)
 
