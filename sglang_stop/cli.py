@@ -243,11 +243,11 @@ def bench_pipeline(
 
 @bench.command("decode")
 @click.option("--model", default=None, help="local HF model dir; default: embedded")
-@click.option("--branches", default="1,4,16", show_default=True, help="comma-separated fork sizes")
+@click.option("--branches", default="1,4,16,64", show_default=True, help="comma-separated fork sizes")
 @click.option("--tokens", default=64, show_default=True, help="tokens per branch")
 @click.option("--json", "as_json", is_flag=True)
 def bench_decode(model: str | None, branches: str, tokens: int, as_json: bool) -> None:
-    """Decode throughput at 1 vs N branches of one fork (are branches batched?)."""
+    """Decode throughput at 1..N branches of one fork, side by side with HF generate(num_return_sequences=N)."""
     from sglang_stop.bench.decode import run_decode_bench
     from sglang_stop.config import ModelSpec
     from sglang_stop.runner import make_backend
