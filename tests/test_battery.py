@@ -53,7 +53,11 @@ def _signal_row(case: Case, argv: list[str], tmp) -> None:
     assert p.poll() is None, "the run finished before the signal"
     sig = getattr(signal, case.signal)
     t0 = time.monotonic()
-    p.send_signal(sig)
+    for i in range(case.signal_times):
+        if i:
+            time.sleep(0.05)
+        if p.poll() is None:
+            p.send_signal(sig)
     _, stderr = p.communicate(timeout=30)
     assert time.monotonic() - t0 < 2.0
     assert "Traceback" not in stderr, stderr[-2000:]

@@ -38,6 +38,7 @@ class Case:
     # fragment is then expected on the last stderr line (a signal is not an error)
     signal: str | None = None
     signal_after: int = 1
+    signal_times: int = 1  # a user pressing Ctrl-C again while the run stops
 
 
 def expand(case: Case, tmp: Path) -> list[str]:
