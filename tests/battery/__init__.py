@@ -32,7 +32,7 @@ class Case:
     exit: int
     fragment: str
     setup: Callable[[Path], dict[str, str]] | None = None
-    timeout: float = 60.0
+    timeout: float = 180.0  # a hang still fails; a slow import on a busy machine does not
     env: dict[str, str] = field(default_factory=dict)
     # signal rows: send this signal once ``{tmp}/out.jsonl`` holds ``signal_after`` results; the
     # fragment is then expected on the last stderr line (a signal is not an error)
