@@ -78,7 +78,7 @@ ROWS: list[Case] = [
     Case("calibrate-bad-prefix-lens", ["sglang-stop", "calibrate", *TB, "--prefix-lens", "8,x", "--out",
                                        "{tmp}/c.jsonl"], 2, "--prefix-lens: expected comma-separated"),
     Case("calibrate-has-no-keep-option", ["sglang-stop", "calibrate", *TB, "--keep", "2", "--out", "{tmp}/c.jsonl"],
-         2, "No such option: --keep"),
+         2, "--keep"),
     Case("run-sigint-keeps-results", LONG, 130, "rerun the same command with --resume", signal="SIGINT",
          signal_after=2, timeout=120),
     Case("run-sigint-three-times-no-traceback", LONG, 130, "rerun the same command with --resume",
