@@ -31,13 +31,16 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise _Terminated()
 
 
-def _exit(code: int) -> None:
-    """Exit now, without the interpreter's slow teardown (torch, thread joins: seconds on a busy
-    machine) and without waiting on a worker thread still unwinding. Safe: every record was fsynced
-    when it was appended and every other file was written atomically."""
+def _exit(code: int, hard: bool) -> None:
+    """Exit now. ``hard`` (a real command line): without the interpreter's slow teardown (torch,
+    thread joins: seconds on a busy machine) and without waiting on a worker thread still unwinding;
+    safe, since every record was fsynced when appended and every other file written atomically.
+    Called from Python with an explicit argv (tests): a plain SystemExit the caller can catch."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    if hard:
+        os._exit(code)
+    sys.exit(code)
 
 
 # commands that append records as they go: an interrupted one resumes by being rerun
@@ -81,4 +84,4 @@ def run_cli_group(group: click.Command, argv: list[str] | None = None) -> None:
     except Exception:  # noqa: BLE001 - a bug: keep its traceback, still exit promptly
         traceback.print_exc()
         code = 1
-    _exit(code)
+    _exit(code, hard=argv is None)
