@@ -18,6 +18,7 @@ from typing import Any
 
 from sglang_stop.config import RuntimeConfig
 from sglang_stop.errors import UserError
+from sglang_stop.models import backend_identity
 from sglang_stop.io import RecordHeader, check_header, read_header, tree_hash
 from sglang_stop.runner import run_problems
 from sglang_stop.scorers.base import Branch, ScoreContext, Scorer
@@ -136,15 +137,6 @@ def preflight(
 
 def _recorded(scorers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in scorers.items() if k not in NOT_RECORDED}
-
-
-def backend_identity(backend: Any) -> dict[str, Any]:
-    """The model identity a record header stores (weights hash when the backend holds the model)."""
-    from sglang_stop.models import model_identity
-
-    name = backend.get_model_name()
-    model = getattr(backend, "model", None)
-    return model_identity(model, name) if model is not None else {"name": name}
 
 
 def collect(

@@ -191,3 +191,11 @@ def model_identity(model: Any, name: str | None = None) -> dict[str, str]:
     """``{"name", "weights_hash"}``: what record headers and STOP checkpoints store about a base."""
     nm = name or getattr(model.config, "_name_or_path", None) or getattr(model.config, "model_type", "model")
     return {"name": Path(str(nm)).name or str(nm), "weights_hash": weights_hash(model)}
+
+
+def backend_identity(backend: Any) -> dict[str, Any]:
+    """The model identity a record header stores: name + weights hash when the backend holds the model
+    in process, the served model's name otherwise (a server)."""
+    name = backend.get_model_name()
+    model = getattr(backend, "model", None)
+    return model_identity(model, name) if model is not None else {"name": name}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from sglang_stop.config import RuntimeConfig
 from sglang_stop.errors import RunInterrupted, UserError
 from sglang_stop.io import JsonlAppender, RecordHeader, check_header, open_records, read_header, read_jsonl, tree_hash
+from sglang_stop.models import backend_identity
 from sglang_stop.runner import ProblemResult, RunSummary, load_problems, make_backend, run_problems
 from sglang_stop.signals import cancel_on_signals
 from sglang_stop.tables import key_values
@@ -80,15 +81,6 @@ def _writable(d: Path) -> bool:
     return os.access(d, os.W_OK | os.X_OK)
 
 
-def _backend_identity(backend: Any) -> dict[str, Any]:
-    model = getattr(backend, "model", None)
-    if model is None:
-        return {"name": backend.get_model_name()}
-    from sglang_stop.models import model_identity
-
-    return model_identity(model, backend.get_model_name())
-
-
 def execute_run(req: RunRequest) -> tuple[RunSummary, str]:
     """Run the request; returns the summary and its human-readable text."""
     cfg = req.cfg
@@ -112,7 +104,7 @@ def execute_run(req: RunRequest) -> tuple[RunSummary, str]:
     else:
         backend = make_backend(cfg.model)
     app: JsonlAppender | None = None
-    full_header = header.model_copy(update={"model": _backend_identity(backend)})
+    full_header = header.model_copy(update={"model": backend_identity(backend)})
 
     def keep(res: ProblemResult) -> None:
         nonlocal app
