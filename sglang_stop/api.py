@@ -56,6 +56,10 @@ class SolveResult(BaseModel):
 
 
 def _set_path(data: dict[str, Any], dotted: list[str], value: Any, key: str) -> None:
+    if len(dotted) == 1 and dotted[0] not in data:
+        homes = [sec for sec, sub in data.items() if isinstance(sub, dict) and dotted[0] in sub]
+        if len(homes) == 1:  # a bare nested field: say the spelling rather than "unknown key"
+            raise UserError(f"{SOURCE}: {key}: a field of {homes[0]}; pass it as {homes[0]}__{key}=")
     node = data
     for part in dotted[:-1]:
         nxt = node.get(part)

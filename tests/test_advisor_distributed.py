@@ -65,19 +65,33 @@ def _scenario(storage: str, tmp: Path, polish: int = 0) -> None:
     name = "dist"
     dead_ids = _dead_trials(storage, name)
     assert [t.state for t in _study(storage, name).trials] == [TS.RUNNING, TS.RUNNING]
-    procs = [subprocess.Popen(_recommend(storage, name, tmp / f"rec{i}.yaml", polish), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT) for i in range(WORKERS)]
+
+    def start(i: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(_recommend(storage, name, tmp / f"rec{i}.yaml", polish), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+
+    def completed_by(pids: set[int]) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in watch.get_trials(deepcopy=False, states=(TS.COMPLETE,))
+                if int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1]) in pids]
+
+    def wait_until(cond: object, what: str) -> None:
+        deadline = time.monotonic() + 120
+        while not cond() and time.monotonic() < deadline:  # type: ignore[operator]
+            time.sleep(0.02)
+        assert cond(), what  # type: ignore[operator]
+
+    # The victim runs first and is SIGKILLed once it has finished a trial of its own (so it cannot have
+    # finished the study, however fast the machine); the other three start as it dies and must recover
+    # whatever it held. Freezing it instead (SIGSTOP) would leave SQLite's write lock held for good.
+    watch = _study(storage, name)
+    victim = start(0)
+    procs = [victim]
     try:
-        victim, watch = procs[0], _study(storage, name)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # kill one worker once it has finished a trial of its own
-            done = [t for t in watch.get_trials(deepcopy=False, states=(TS.COMPLETE,))
-                    if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-            if done or victim.poll() is not None:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: completed_by({victim.pid}) or victim.poll() is not None, "the victim finished no trial")
         assert victim.poll() is None, "the victim worker ended before it could be killed"
+        procs += [start(i) for i in range(1, WORKERS)]
         victim.send_signal(signal.SIGKILL)
+        victim.wait()
         before = {t.number for t in watch.get_trials(deepcopy=False, states=(TS.COMPLETE,))}
         outs = [p.communicate(timeout=120) for p in procs]
     finally:

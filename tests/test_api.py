@@ -55,6 +55,7 @@ def test_bad_input_fails_before_the_model_loads(monkeypatch, tmp_path):
         (dict(colour="red"), "solve(): colour: "),
         (dict(sampling__tempreature=0.5), "solve(): sampling.tempreature: "),
         (dict(n__x=1), "solve(): n__x: n is not a section of the config"),
+        (dict(max_new_tokens=48), "solve(): max_new_tokens: a field of sampling; pass it as sampling__max_new_tokens="),
         (dict(prefix_len=8), "prefix_len and keep go together"),
         (dict(scorer="nope"), "scorer.name: unknown scorer 'nope'"),
         (dict(checkpoint=str(TESTBED_STOP)), "checkpoint: only the stop scorer takes a checkpoint"),

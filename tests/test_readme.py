@@ -108,7 +108,7 @@ def test_readme_python_block_runs(i, tmp_path):
         code += "\nprint(Shortest().score([], None))\n"
     code = (code.replace("load_model(None)", f"load_model({str(TESTBED)!r})")
                 .replace('load_task("chain_sum")', 'load_task("testbed")')
-                .replace('task="chain_sum"', f'task="testbed", model={str(TESTBED)!r}, max_new_tokens=48')
+                .replace('task="chain_sum"', f'task="testbed", model={str(TESTBED)!r}, sampling__max_new_tokens=48')
                 .replace('"What is 17 + 25 - 9?"', '"Q4+4+1-8-4="'))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -120,6 +120,16 @@ def test_eight_concurrent_requests_share_the_batch(served: Served) -> None:
         assert (a.choices[0].text, a.usage.completion_tokens) == (b.choices[0].text, b.usage.completion_tokens)
 
 
+def test_stream_done_within_one_tick_still_sends_its_progress(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sglang_stop.serve.app as app
+
+    monkeypatch.setattr(app, "TICK_S", 600.0)  # the request ends long before the first tick
+    chunks = list(served.client().chat.completions.create(
+        model="testbed", messages=[{"role": "user", "content": "Q2+2="}], stream=True, seed=3))
+    progress = [c.model_extra["sglang_stop"]["progress"] for c in chunks if "sglang_stop" in (c.model_extra or {})]
+    assert len(progress) == 1 and progress[0]["tokens_sampled"] == chunks[-1].usage.completion_tokens
+
+
 def test_stream_progress_then_answer_then_done(served: Served) -> None:
     chunks = list(served.client().chat.completions.create(
         model="testbed", messages=[{"role": "user", "content": "Q1+2+3="}], stream=True, seed=2))
@@ -129,6 +139,7 @@ def test_stream_progress_then_answer_then_done(served: Served) -> None:
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop" and last.usage is not None
     assert last.usage.completion_tokens == sum(p["tokens"] for p in _ext(last.usage)["paths"])
+    assert progress[-1]["tokens_sampled"] == last.usage.completion_tokens  # the last event is the final count
     assert text.endswith("A" + _ext(last.usage)["answer"])
     with httpx.stream("POST", served.url + "/v1/completions", json={"prompt": "Q1+2+3=", "stream": True},
                       timeout=60) as r:

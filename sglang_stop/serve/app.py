@@ -200,6 +200,9 @@ def create_app(engine: Engine, metrics: Metrics | None = None) -> FastAPI:
                 yield _sse(body)
                 yield "data: [DONE]\n\n"
                 return
+            prog = job.progress()  # the final counts: a request done within one tick still streams one
+            if prog != last:
+                yield chunk(sglang_stop={"progress": prog})
             text, reason, usage = finish(res, job, t0, route)
             yield chunk({"content": text})
             yield chunk(finish=reason, usage=usage)
