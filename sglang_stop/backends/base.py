@@ -63,3 +63,12 @@ class PrefixKVBackend(Protocol):
     def with_prefix_kv(self, handles: Sequence[Any], fn: Callable[[Any, list[PrefixKV]], T]) -> T:
         """Commit pending tokens of each branch, then call ``fn(model, kvs)`` between decode steps."""
         ...
+
+
+@runtime_checkable
+class StopScoringBackend(Protocol):
+    """A backend that scores STOP itself (an SGLang server running the plugin: ``StopEndpoint``)."""
+
+    def stop_score(self, handles: Sequence[Any]) -> list[float]:
+        """One STOP score per branch handle (``Branch.handle``), same order."""
+        ...
