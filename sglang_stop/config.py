@@ -198,21 +198,30 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line (the CLIs print one ``error:`` line): ``source: loc: msg; loc: msg``. A type error
-    shows the value given, so ``n: true`` reads "Input should be a valid integer (got true)"."""
+UNKNOWN_KEY = "unknown key (`sglang-stop schema` lists the fields)"
+
+
+def format_validation_error(err: ValidationError, source: str | None, *, unknown: str = UNKNOWN_KEY,
+                            missing: str = "Field required") -> str:
+    """One line (the CLIs print one ``error:`` line, serve one error message): ``source: loc: msg; loc:
+    msg``. A type error shows the value given, so ``n: true`` reads "Input should be a valid integer (got
+    true)"; ``unknown`` and ``missing`` are what an unknown or a missing key is told (each front end names
+    its own field list)."""
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (`sglang-stop schema` lists the fields)"
+            msg = unknown
+        elif e["type"] == "missing":
+            msg = missing
         elif e["type"].endswith("_type") or e["type"] in ("literal_error", "int_from_float"):
             msg += f" (got {_shown(e.get('input'))})"
         if msg.startswith(f"{loc}: "):  # a model validator's message names its own field
             loc = ""
         parts.append(f"{loc + ': ' if loc else ''}{msg}")
-    return f"{source}: " + "; ".join(" ".join(p.split()) for p in parts)
+    joined = "; ".join(" ".join(p.split()) for p in parts)
+    return f"{source}: {joined}" if source else joined
 
 
 def config_from_dict(data: Any, source: str = "<config>", base_dir: str | Path | None = None) -> RuntimeConfig:

@@ -22,3 +22,15 @@ class RunInterrupted(Exception):
         self.done = done
         self.total = total
         self.hint = hint
+
+
+def positive_ints(flag: str, text: str) -> list[int]:
+    """``"16,32,64"`` -> [16, 32, 64] for a comma-separated option; anything else is one UserError
+    naming the flag (every such option of every command parses through here)."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise UserError(f"{flag}: expected comma-separated positive integers, got {text!r}")
+    return vals

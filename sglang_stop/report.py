@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from sglang_stop.errors import UserError
 from sglang_stop.io import RecordHeader, atomic_write_bytes, read_data, read_header, read_jsonl
-from sglang_stop.runner import ProblemResult
+from sglang_stop.runner import ProblemOutcome, ProblemResult
 from sglang_stop.tables import table
 
 RESULTS_KIND = "run-results"
@@ -332,14 +332,8 @@ class PathView(BaseModel):
     text: str
 
 
-class ProblemView(BaseModel):
+class ProblemView(ProblemOutcome):
     label: str
-    problem_id: str
-    question: str
-    gold: str
-    predicted: str | None
-    correct: bool
-    tokens: int
     paths: list[PathView]
 
 
@@ -365,8 +359,8 @@ def problem_views(runs: Sequence[Run], problem_id: str) -> tuple[list[ProblemVie
             )
             for p, ok in zip(res.paths, res.path_correct)
         ]
-        views.append(ProblemView(label=lab, problem_id=res.problem_id, question=res.question, gold=res.gold,
-                                 predicted=res.predicted, correct=res.correct, tokens=res.tokens, paths=paths))
+        outcome = {k: getattr(res, k) for k in ProblemOutcome.model_fields}
+        views.append(ProblemView(label=lab, paths=paths, **outcome))
     if not views:
         some = ", ".join(r.problem_id for r in runs[0].results[:3])
         where = runs[0].path if len(runs) == 1 else f"any of the {len(runs)} files"

@@ -26,13 +26,18 @@ from sglang_stop.scorers import Scorer, make_scorer
 from sglang_stop.tasks import Problem, Task
 
 
-class ProblemResult(BaseModel):
+class ProblemOutcome(BaseModel):
+    """One problem's answer against its gold, and what it cost (the run record and the report's view)."""
+
     problem_id: str
     question: str
     gold: str
     predicted: str | None
     correct: bool
     tokens: int
+
+
+class ProblemResult(ProblemOutcome):
     paths: list[PathRecord]
     path_correct: list[bool] = Field(description="per path (by index): its own extracted answer is right")
     votes: dict[str, float] = Field(default_factory=dict, description="the program's vote: answer -> votes/weight")

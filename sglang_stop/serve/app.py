@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from sglang_stop.config import format_validation_error
 from sglang_stop.errors import RunInterrupted, UserError
 from sglang_stop.serve.engine import Engine, Job, ServeError, answer_text, usage_of
 from sglang_stop.serve.metrics import CONTENT_TYPE, Metrics
@@ -39,16 +40,9 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
 
 
 def _validation_message(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (not implemented by this server; STOP settings go in 'sglang_stop')"
-        elif e["type"] == "missing":
-            msg = "required"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(" ".join(p.split()) for p in parts)
+    return format_validation_error(
+        err, None, unknown="unknown field (not implemented by this server; STOP settings go in 'sglang_stop')",
+        missing="required")
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> Any:

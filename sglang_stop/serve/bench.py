@@ -17,19 +17,9 @@ from typing import Any
 
 import click
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, positive_ints
 
 PROMPTS = ["Q4-8-8=", "Q1+2+3=", "Q9-4+7=", "Q5+5-2=", "Q3-9-1=", "Q8+1+1=", "Q2-7+4=", "Q6+3-8="]
-
-
-def _levels(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--levels: expected comma-separated integers, got {text!r}") from None
-    if not out or min(out) < 1:
-        raise UserError(f"--levels: each level must be >= 1, got {text!r}")
-    return out
 
 
 def measure(url: str, backend: Any, level: int, requests: int, prompts: list[str],
@@ -87,7 +77,7 @@ def bench_cmd(config: str, model: str | None, levels: str, per_level: int | None
     from sglang_stop.serve.server import build_server
     from sglang_stop.tables import table
 
-    lv = _levels(levels)
+    lv = positive_ints("--levels", levels)
     torch.set_num_threads(threads)
     engine, app = build_server(config, model, (), max(lv))
     try:
