@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import importlib.machinery
 import json
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -234,42 +233,36 @@ def test_mmath() -> None:
     assert len(load_task("MMATH:all".lower()).problems(10_000)) == 374
 
 
-def _fake_testbed(monkeypatch: pytest.MonkeyPatch) -> None:
-    def make_problems(n: int, seed: int) -> list[dict]:
-        return [{"id": f"t{i}", "question": "Q4-8-8=", "answer": "-12"} for i in range(n)]
-
-    pkg = types.ModuleType("sglang_stop.testbed")
-    pkg.__path__ = []  # type: ignore[attr-defined]
-    mod = types.ModuleType("sglang_stop.testbed.data")
-    mod.__spec__ = importlib.machinery.ModuleSpec("sglang_stop.testbed.data", None)
-    mod.make_problems = make_problems  # type: ignore[attr-defined]
-    pkg.data = mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sglang_stop.testbed", pkg)
-    monkeypatch.setitem(sys.modules, "sglang_stop.testbed.data", mod)
-
-
-def test_testbed_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_testbed(monkeypatch)
+def test_testbed_task() -> None:
     t = load_task("testbed")
     assert t.chat_template is False and t.format_prompt("Q4-8-8=") == "Q4-8-8="
-    p = t.problems(2, 0)[0]
+    p = Problem(id="t0", question="Q4-8-8=", answer="-12", source="testbed")
     assert t.check(p, "4-8=-4;-4-8=-12;A-12") == ("-12", True)
     assert t.check(p, "4-8=-4;-4-8=-11;A-11") == ("-11", False)
     assert t.check(p, "4-8=-4;-4-8=") == (None, False)
 
 
-def test_testbed_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "sglang_stop.testbed.data", None)
-    with pytest.raises(UserError, match="testbed.*not available"):
-        load_task("testbed")
+def test_testbed_answer_format_is_the_data_modules() -> None:
+    from sglang_stop.testbed import data
 
-
-def test_real_testbed_module_if_present() -> None:
-    pytest.importorskip("sglang_stop.testbed.data")
     t = load_task("testbed")
     for p in t.problems(5, 0):
         assert p.question.startswith("Q") and p.question.endswith("=")
+        solved = data.solution(p.question)
+        assert t.extract_answer(solved) == data.extract_answer(solved) == p.answer
         assert t.is_correct(p, t.extract_answer(f"whatever;A{p.answer}"))
+
+
+def test_jsonl_and_package_import_leave_reasoning_gym_unimported(tmp_path: Path) -> None:
+    """reasoning-gym's import takes seconds: only a spec that may name one of its datasets pays it."""
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"question": "1+1?", "answer": 2}\n')
+    code = (
+        "import sys; from sglang_stop.tasks import load_task; "
+        f"assert load_task({str(f)!r}).problems(1)[0].answer == '2'; load_task('testbed'); "
+        "assert 'reasoning_gym' not in sys.modules, 'reasoning_gym imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_rg_failure_without_options_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
