@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from sglang_stop.aggregate import majority_vote
 from sglang_stop.config import RuntimeConfig
 from sglang_stop.policy import kept_positions, vote_weights
+from sglang_stop.backends.base import Branch
 from sglang_stop.scorers.base import ScoreContext, Scorer
 
 # SGLang's executor thread warns with a full traceback for every failed branch; the program re-raises
@@ -101,15 +102,15 @@ def parallel_reasoning(
     records: dict[int, PathRecord] = {}
     rng = random.Random(branch_seed(cfg.seed, problem_key, -1))
 
-    def view(st: Any) -> Any:
+    def view(st: Any) -> Branch:
         return backend.branch_view(st.stream_executor, index_of[id(st)])
 
     def close(st: Any, **kw: Any) -> None:
         v = view(st)
         rec = records.setdefault(v.index, PathRecord(index=v.index, text="", answer=None, tokens=0, finished=False))
         rec.text = v.text
-        rec.tokens = int(v.meta["sampled"])
-        rec.finished = bool(v.meta["finished"])
+        rec.tokens = v.sampled
+        rec.finished = v.finished
         rec.answer = extract_answer(v.text)
         for k, val in kw.items():
             setattr(rec, k, val)
@@ -127,8 +128,8 @@ def parallel_reasoning(
             _run_segment(running, f"seg{si}", cfg, stage.prefix_len - generated)
             generated = stage.prefix_len
             views = [view(st) for st in running]
-            still = [(st, v) for st, v in zip(running, views) if not v.meta["finished"]]
-            done += [st for st, v in zip(running, views) if v.meta["finished"]]
+            still = [(st, v) for st, v in zip(running, views) if not v.finished]
+            done += [st for st, v in zip(running, views) if v.finished]
             if not still:
                 running = []
                 break
@@ -163,8 +164,8 @@ def parallel_reasoning(
                     remaining -= step
                     chunk += 1
                     views = [view(st) for st in running]
-                    done += [st for st, v in zip(running, views) if v.meta["finished"]]
-                    running = [st for st, v in zip(running, views) if not v.meta["finished"]]
+                    done += [st for st, v in zip(running, views) if v.finished]
+                    running = [st for st, v in zip(running, views) if not v.finished]
                     answers = [extract_answer(view(st).text) for st in done]
                     counts: dict[str, int] = {}
                     for a in answers:

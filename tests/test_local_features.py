@@ -148,7 +148,7 @@ def test_json_schema_parses_and_validates(backend):
         s += sgl.gen("after", max_tokens=4, temperature=0.0)  # the branch goes on after the grammar ends
         s.stream_executor.sync()
         branch = backend.branch_view(s.stream_executor, 0)
-        return len(branch.logprobs), branch.meta["sampled"]
+        return len(branch.logprobs), branch.sampled
 
     st = prog.run(backend=backend)
     records, sampled = st.ret_value
@@ -198,7 +198,7 @@ def test_min_tokens_and_stop_token_ids(backend, ascii_lm):
         s += sgl.gen("out", max_tokens=8, temperature=0.0, stop_token_ids=stop_ids, min_tokens=min_toks)
         s.stream_executor.sync()
         branch = backend.branch_view(s.stream_executor, 0)
-        return len(branch.logprobs), branch.meta["sampled"], len(branch.generated_ids)
+        return len(branch.logprobs), branch.sampled, len(branch.generated_ids)
 
     free = greedy.run(None, 0, backend=backend)["out"]
     first = tok.convert_tokens_to_ids(free[0])
@@ -216,7 +216,7 @@ def test_batched_sampler_draws_from_each_rows_distribution():
     top-p cut exactly where the per-row sort did, and greedy rows take the argmax."""
     from types import SimpleNamespace
 
-    from sglang_stop.backends.local import _pick_tokens
+    from sglang_stop.backends.batching import pick_tokens
 
     # (temperature, top_k, top_p, min_p)
     settings = [(1.0, -1, 1.0, 0.0), (0.5, 2, 1.0, 0.0), (1.0, -1, 0.7, 0.0), (0.0, -1, 1.0, 0.0), (1.0, -1, 1.0, 0.3)]
@@ -225,7 +225,7 @@ def test_batched_sampler_draws_from_each_rows_distribution():
                             state=SimpleNamespace(generator=torch.Generator().manual_seed(i * copies + c)))
             for i, (t, k, p, m) in enumerate(settings) for c in range(copies)]
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]]).expand(len(rows), 5)
-    draws = torch.tensor([_pick_tokens(logits, rows) for _ in range(8)]).view(8, 5, copies).transpose(0, 1)
+    draws = torch.tensor([pick_tokens(logits, rows) for _ in range(8)]).view(8, 5, copies).transpose(0, 1)
     freq = torch.stack([torch.bincount(d.flatten(), minlength=5) / d.numel() for d in draws])
     p_plain = torch.softmax(logits[0], -1)
     torch.testing.assert_close(freq[0], p_plain, atol=0.03, rtol=0)

@@ -3,12 +3,14 @@
 SGLang's frontend only ever hands a backend a ``StreamExecutor`` and gets text back. Pruning needs
 more: per-branch token ids and logprobs, a per-branch seed, freeing a pruned branch's KV at once, and
 (for STOP) access to a branch's cached prefix KV. Both our backends (in-process ``LocalBackend`` and
-the server's ``StopEndpoint``) implement these; the program uses nothing else.
+the server's ``StopEndpoint``) implement these; the program uses nothing else. :class:`Branch` is
+what a backend shows of one path (the program and scorers read it), defined here so backends need
+no scorer module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -17,9 +19,28 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import torch
 
-    from sglang_stop.scorers.base import Branch
-
 T = TypeVar("T")
+
+
+@dataclass
+class Branch:
+    """What the program and a scorer see of one path at a prune point."""
+
+    index: int  # position in the original fork, 0..N-1 (stable across stages)
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    text: str  # generated text so far
+    logprobs: list[float]  # log p(chosen token), one per generated token (temperature 1)
+    top_logprobs: list[list[float]]  # top-k log p per generated token, descending
+    entropies: list[float]  # entropy (nats) of the full next-token distribution per generated token
+    handle: Any = None  # backend-owned; pass back to backend methods (e.g. prefix KV access)
+    finished: bool = False  # ended with EOS / a stop token: nothing more to generate
+    sampled: int = 0  # tokens sampled over all generate calls (a stop string's tail included)
+    finish_reason: str | None = None  # the last gen's finish type ("stop", "length"), None before any
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_ids + self.generated_ids
 
 
 class TokenUsage(BaseModel):
@@ -71,4 +92,14 @@ class StopScoringBackend(Protocol):
 
     def stop_score(self, handles: Sequence[Any]) -> list[float]:
         """One STOP score per branch handle (``Branch.handle``), same order."""
+        ...
+
+
+@runtime_checkable
+class BranchAbortBackend(Protocol):
+    """A backend shared by several requests that can cancel one request's branches on its own; its
+    ``branch_view`` reads a branch without syncing it, so a progress poll may call it any time."""
+
+    def abort_branches(self, sids: Collection[str], err: BaseException) -> int:
+        """Fail and drop the decoding rows of these executors' branches now; returns how many."""
         ...

@@ -17,7 +17,6 @@ import math
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from http.client import RemoteDisconnected
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,9 +27,11 @@ from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 from sglang.lang.chat_template import get_chat_template, get_chat_template_by_model_path
 
-from sglang_stop.backends.base import TokenUsage
+from sglang_stop.backends.base import Branch, TokenUsage
+from sglang_stop.backends.branches import BranchState, BranchTracker, realign
 from sglang_stop.errors import UserError
-from sglang_stop.scorers.base import Branch
+
+__all__ = ["BranchState", "ServerError", "StopEndpoint"]
 
 TOP_LOGPROBS = 20  # as LocalBackend records; confidence-style scorers read them
 CONNECT_TIMEOUT_S = 10.0  # a loopback/LAN server accepts in milliseconds; longer means a wrong address
@@ -44,22 +45,6 @@ class ServerError(UserError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class BranchState:
-    """What the endpoint knows of one executor's sequence; ``ids`` covers ``text`` exactly."""
-
-    text: str = ""
-    ids: list[int] = field(default_factory=list)
-    prompt_len: int = 0  # ids before the first generation (the shared prompt)
-    index: int = 0
-    seed: int | None = None
-    logprobs: list[float] = field(default_factory=list)
-    top_logprobs: list[list[float]] = field(default_factory=list)
-    sampled: int = 0  # tokens sampled over all generate calls
-    finished: bool = False  # hit EOS / a stop token: nothing more to generate
-    finish_reason: str | None = None
 
 
 class StopEndpoint(RuntimeEndpoint):
@@ -84,7 +69,7 @@ class StopEndpoint(RuntimeEndpoint):
         self._session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
         self._session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
         self._lock = threading.Lock()
-        self._states: dict[str, BranchState] = {}  # executor sid -> state
+        self._branches: BranchTracker[BranchState] = BranchTracker(BranchState)
         self._tokenizer: Any = None
         self._usage = TokenUsage()
         self.model_info = self._model_info()
@@ -161,34 +146,14 @@ class StopEndpoint(RuntimeEndpoint):
     # ---- per-branch token ids ----
     def _state(self, s: Any) -> BranchState:
         """The executor's state, brought up to date with text the program appended since last time."""
-        s = _executor(s)
-        with self._lock:
-            st = self._states.get(s.sid)
-            if st is None:  # a fork child or a new program: start from the longest known prefix text
-                parent = max(
-                    (p for p in self._states.values() if s.text_.startswith(p.text)),
-                    key=lambda p: len(p.text),
-                    default=None,
-                )
-                st = BranchState()
-                if parent is not None:
-                    st.text, st.ids = parent.text, list(parent.ids)
-                    st.prompt_len = len(st.ids)
-                self._states[s.sid] = st
-        if not s.text_.startswith(st.text):
-            raise RuntimeError("branch text was rewritten; StopEndpoint only supports appending")
-        extra = s.text_[len(st.text) :]
-        if extra:
-            st.ids += self.tokenize(extra, add_special_tokens=not st.ids)
-            st.text = s.text_
-            if not st.sampled:
-                st.prompt_len = len(st.ids)
-        return st
+        return self._branches.state_for(_executor(s), lambda text, first: self.tokenize(text, add_special_tokens=first))
 
     def commit_lazy_operations(self, s: Any) -> None:
+        """Called by ``fork``: the parent's ids reach the server's cache once, and its children start from them."""
         st = self._state(s)
         if st.ids:
             self._commit([st.ids])
+        self._branches.commit(_executor(s), st)
 
     def _commit(self, batch: list[list[int]]) -> None:
         self._post("/generate", {"input_ids": batch, "sampling_params": [{"max_new_tokens": 0}] * len(batch)})
@@ -218,7 +183,7 @@ class StopEndpoint(RuntimeEndpoint):
         reason = meta.get("finish_reason") or {}
         matched = reason.get("matched")
         if isinstance(matched, str):  # a stop string: the server trimmed the text, not the ids
-            out_ids = self._ids_for_text(out_ids, text)
+            out_ids = realign(out_ids, text, self.tokenizer, lambda t: self.tokenize(t, add_special_tokens=False))[1]
         elif reason.get("type") == "stop":
             st.finished = True
         st.finish_reason = reason.get("type")
@@ -226,9 +191,9 @@ class StopEndpoint(RuntimeEndpoint):
         st.text = s.text_ + text
         st.sampled += len(obj.get("output_ids") or [])
         st.logprobs += [float(t[0]) for t in meta.get("output_token_logprobs") or []][: len(out_ids)]
-        st.top_logprobs += [[float(x[0]) for x in row or []] for row in meta.get("output_top_logprobs") or []][
-            : len(out_ids)
-        ]
+        tops = [[float(x[0]) for x in row or []] for row in meta.get("output_top_logprobs") or []][: len(out_ids)]
+        st.top_logprobs += tops
+        st.entropies += [_topk_entropy(r) for r in tops]
         cached = int(meta.get("cached_tokens", 0))
         with self._lock:
             u = self._usage
@@ -239,15 +204,6 @@ class StopEndpoint(RuntimeEndpoint):
             else:  # all but the last sampled token already had KV in this branch
                 u.reencoded_tokens += max(0, (known - 1) - cached)
         return text, meta
-
-    def _ids_for_text(self, ids: list[int], text: str) -> list[int]:
-        """Longest prefix of ``ids`` that decodes into ``text``, plus the rest of ``text`` tokenised."""
-        tok = self.tokenizer
-        keep = len(ids)
-        while keep > 0 and not text.startswith(tok.decode(ids[:keep], skip_special_tokens=True)):
-            keep -= 1
-        rest = text[len(tok.decode(ids[:keep], skip_special_tokens=True)) :]
-        return ids[:keep] + self.tokenize(rest, add_special_tokens=False)
 
     @property
     def tokenizer(self) -> Any:
@@ -273,28 +229,15 @@ class StopEndpoint(RuntimeEndpoint):
 
     # ---- PathBackend ----
     def bind_branch(self, exe: Any, *, index: int, seed: int) -> None:
-        st = self._state(exe)
-        st.index, st.seed = index, seed
+        self._branches.bind(_executor(exe), index, seed)
 
     def branch_view(self, exe: Any, index: int) -> Branch:
-        st = self._state(exe)
-        gen = st.ids[st.prompt_len :]
-        return Branch(
-            index=index,
-            prompt_ids=st.ids[: st.prompt_len],
-            generated_ids=gen,
-            text=self.tokenizer.decode(gen, skip_special_tokens=True),
-            logprobs=list(st.logprobs),
-            top_logprobs=[list(r) for r in st.top_logprobs],
-            entropies=[_topk_entropy(r) for r in st.top_logprobs],
-            handle=st,
-            meta={"finished": st.finished, "finish_reason": st.finish_reason, "sampled": st.sampled},
-        )
+        """The branch synced with its executor's text (so only the program, between gens, calls it)."""
+        return self._state(exe).view(index, self.tokenizer)
 
     def release(self, exe: Any) -> None:
         """Forget the branch; its KV stays in the radix cache as evictable (LRU) until memory is needed."""
-        with self._lock:
-            self._states.pop(_executor(exe).sid, None)
+        self._branches.release(_executor(exe))
 
     def usage(self) -> TokenUsage:
         with self._lock:

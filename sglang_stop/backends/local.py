@@ -10,8 +10,9 @@ only tokens that have no KV yet, so a prefix is never re-encoded (``usage().reen
 counts violations). A fork's children share the parent's prompt KV (tensors are never mutated in
 place: appends build new tensors), and a pruned branch's KV is dropped at once by ``release``.
 
-Invariant: a state's KV covers ``token_ids[:kv_len]``; tokens after ``kv_len`` are pending. If
-``next_logits`` is set, the KV covers all tokens and the next token can be sampled without a forward.
+This module is the SGLang adapter and the scheduler thread; which ids a branch's text is (and where a
+fork child starts) is ``branches.py``, shared with ``StopEndpoint``; the padded KV batch and the
+sampler are ``batching.py``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -32,75 +33,15 @@ from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_le
 from sglang.lang.ir import SglSamplingParams
 from transformers.cache_utils import DynamicCache
 
-from sglang_stop.backends.base import PrefixKV, TokenUsage
-from sglang_stop.backends.constrained import Grammars, RowConstraint, apply_masks, resolve_dtype
+from sglang_stop.backends.base import Branch, PrefixKV, TokenUsage
+from sglang_stop.backends.batching import GenRequest, KVBranchState, LiveBatch, Past, sample_rows
+from sglang_stop.backends.branches import BranchTracker, realign
+from sglang_stop.backends.constrained import Grammars, resolve_dtype
 from sglang_stop.errors import RunCancelled
 from sglang_stop.kvcache import cache_from_past, past_of
-from sglang_stop.scorers.base import Branch
 
 T = TypeVar("T")
-Past = tuple[tuple[torch.Tensor, torch.Tensor], ...]
-TOP_LOGPROBS = 20  # per generated token, for confidence-style scorers
-
-
-@dataclass
-class BranchState:
-    """One path's tokens, KV and sampling records. Owned by the scheduler thread once shared."""
-
-    token_ids: list[int]
-    prompt_len: int
-    text: str  # the executor's full text after our last generate (prompt + everything)
-    past: Past | None = None  # KV of token_ids[:kv_len]
-    kv_len: int = 0
-    next_logits: torch.Tensor | None = None  # [V] logits after token_ids[-1], if kv_len == len(token_ids)
-    generator: torch.Generator | None = None
-    index: int = -1
-    logprobs: list[float] = field(default_factory=list)
-    top_logprobs: list[list[float]] = field(default_factory=list)
-    entropies: list[float] = field(default_factory=list)
-    sampled: int = 0  # tokens sampled over all generate calls
-    finished: bool = False  # hit EOS: nothing more to generate
-    finish_reason: str | None = None
-
-    def fork(self) -> BranchState:
-        """A child sharing this state's KV tensors (safe: they are never written in place)."""
-        return BranchState(
-            token_ids=list(self.token_ids),
-            prompt_len=len(self.token_ids),
-            text=self.text,
-            past=self.past,
-            kv_len=self.kv_len,
-            next_logits=self.next_logits,
-        )
-
-
-@dataclass
-class _GenRequest:
-    state: BranchState
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    stop: list[str]
-    stop_token_ids: set[int]
-    ignore_eos: bool
-    future: Future
-    min_new_tokens: int = 0
-    min_p: float = 0.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    stop_regex: list[re.Pattern[str]] = field(default_factory=list)
-    constraint: RowConstraint | None = None
-    top_logprobs_num: int = 0  # > 0: record this many top (logprob, id) pairs per token for meta_info
-    chunks: queue.Queue[int | None] | None = None  # streaming: len(new_ids) after each token, None at the end
-    cached: int = 0  # KV length when the gen was submitted
-    prompt_tokens: int = 0
-    prefix_text: str = ""  # the executor's text when the gen was submitted
-    final_text: str = ""
-    new_ids: list[int] = field(default_factory=list)
-    out_logprobs: list[tuple[float, int]] = field(default_factory=list)
-    out_top: list[list[tuple[float, int]]] = field(default_factory=list)
-    start_time: float = field(default_factory=time.perf_counter)
+_Entries = list[tuple[float | None, int, str]]  # (logprob, token id, token text) per choice token
 
 
 @dataclass
@@ -109,89 +50,9 @@ class _Job:
     future: Future
 
 
-class _LiveBatch:
-    """The rows decoding together: one padded KV cache, a 2-D attention mask, per-row lengths."""
-
-    def __init__(self) -> None:
-        self.rows: list[_GenRequest] = []
-        self.cache: DynamicCache | None = None
-        self.mask: torch.Tensor | None = None  # [B, W] 1 = real token
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def add(self, reqs: list[_GenRequest], device: torch.device) -> None:
-        """Left-pad the newcomers' KV (and the batch, if they are longer) to one width and stack."""
-        old_w = 0 if self.mask is None else self.mask.shape[1]
-        new_w = max([old_w] + [r.state.kv_len for r in reqs])
-        layers_k: list[list[torch.Tensor]] = []
-        layers_v: list[list[torch.Tensor]] = []
-        masks: list[torch.Tensor] = []
-        n_layers = len(reqs[0].state.past)  # type: ignore[arg-type]
-        if self.cache is not None and self.mask is not None:
-            pad = new_w - old_w
-            for li in range(n_layers):
-                k, v = self.cache.layers[li].keys, self.cache.layers[li].values
-                layers_k.append([_left_pad(k, pad)])
-                layers_v.append([_left_pad(v, pad)])
-            masks.append(torch.nn.functional.pad(self.mask, (pad, 0)))
-        else:
-            layers_k = [[] for _ in range(n_layers)]
-            layers_v = [[] for _ in range(n_layers)]
-        for r in reqs:
-            past = r.state.past
-            assert past is not None
-            pad = new_w - r.state.kv_len
-            for li in range(n_layers):
-                layers_k[li].append(_left_pad(past[li][0], pad))
-                layers_v[li].append(_left_pad(past[li][1], pad))
-            m = torch.zeros(1, new_w, dtype=torch.long, device=device)
-            m[0, pad:] = 1
-            masks.append(m)
-        self.cache = cache_from_past(
-            [(torch.cat(layers_k[li]), torch.cat(layers_v[li])) for li in range(n_layers)]
-        )
-        self.mask = torch.cat(masks)
-        self.rows.extend(reqs)
-
-    def remove(self, drop: list[int]) -> None:
-        """Drop finished rows, then trim leading columns that are padding in every remaining row."""
-        keep = [i for i in range(len(self.rows)) if i not in set(drop)]
-        self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self.cache, self.mask = None, None
-            return
-        assert self.cache is not None and self.mask is not None
-        idx = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask.index_select(0, idx)
-        first = int(mask.any(0).nonzero()[0])
-        self.mask = mask[:, first:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, idx)[:, :, first:]
-            layer.values = layer.values.index_select(0, idx)[:, :, first:]
-
-    def row_past(self, i: int) -> Past:
-        assert self.cache is not None and self.mask is not None
-        sel = self.mask[i].bool()
-        return tuple(
-            (layer.keys[i : i + 1, :, sel].contiguous(), layer.values[i : i + 1, :, sel].contiguous())
-            for layer in self.cache.layers
-        )
-
-
 def _fresh(err: BaseException) -> BaseException:
     """A new exception like ``err``: one instance raised in many threads would pile up tracebacks."""
     return type(err)(*err.args)
-
-
-def _left_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    return x if pad == 0 else torch.nn.functional.pad(x, (0, 0, pad, 0))
-
-
-def _cat_past(a: Past | None, b: Past) -> Past:
-    if a is None:
-        return b
-    return tuple((torch.cat([ak, bk], dim=2), torch.cat([av, bv], dim=2)) for (ak, av), (bk, bv) in zip(a, b))
 
 
 class LocalBackend(BaseBackend):
@@ -218,16 +79,12 @@ class LocalBackend(BaseBackend):
                 eos.update(int(x) for x in src)
         self.eos_ids = eos
         self.seed = seed
-        self._unbound = 0  # states seeded from ``seed`` so far
         vocab = model.get_output_embeddings().weight.shape[0]
         self._grammars = Grammars(tokenizer, vocab, eos, json_whitespace=json_whitespace)
-        self._states: dict[str, BranchState] = {}  # executor sid -> state
-        self._committed: dict[str, tuple[str, BranchState]] = {}  # executor sid -> (text, state) at fork time
-        self._bindings: dict[str, tuple[int, int]] = {}  # executor sid -> (index, seed)
-        self._lock = threading.Lock()
+        self._branches: BranchTracker[KVBranchState] = BranchTracker(KVBranchState, seed=seed)
         self._usage = TokenUsage()
-        self._queue: queue.Queue[_GenRequest | _Job | None] = queue.Queue()
-        self._batch = _LiveBatch()
+        self._queue: queue.Queue[GenRequest | _Job | None] = queue.Queue()
+        self._batch = LiveBatch()
         self.max_batch_seen = 0
         self._cancelled: BaseException | None = None  # set by abort(): every generate fails with it
         self._thread = threading.Thread(target=self._loop, name="sglang-stop-scheduler", daemon=True)
@@ -239,10 +96,9 @@ class LocalBackend(BaseBackend):
 
     def commit_lazy_operations(self, s: Any) -> None:
         """Called by ``fork``: encode the parent's text once so all children share its KV."""
-        state = self._state_for(s, create=True)
+        state = self._state_for(s)
         self._call(lambda: self._extend(state, keep_last=True))
-        with self._lock:
-            self._committed[s.sid] = (s.text_, state)
+        self._branches.commit(s, state)
 
     def generate(self, s: Any, sampling_params: SglSamplingParams) -> tuple[str, dict[str, Any]]:
         req = self._submit(s, sampling_params, stream=False)
@@ -284,7 +140,7 @@ class LocalBackend(BaseBackend):
             raise RuntimeError("streamed text diverged from the final text")
         yield final[len(emitted) :], self._meta(req, reason, sampling_params)
 
-    def _submit(self, s: Any, sp: SglSamplingParams, stream: bool) -> _GenRequest | tuple[str, dict[str, Any]]:
+    def _submit(self, s: Any, sp: SglSamplingParams, stream: bool) -> GenRequest | tuple[str, dict[str, Any]]:
         """Queue one gen for the scheduler (or answer at once for a branch that already hit EOS)."""
         if getattr(s, "_sglang_stop_ended", False):
             raise RunCancelled("branch already ended")
@@ -297,9 +153,9 @@ class LocalBackend(BaseBackend):
             raise ValueError("logprob_start_len: prompt logprobs would re-encode the cached prefix; "
                              "the in-process backend returns output logprobs only (leave it unset)")
         constraint = self._grammars.constraint(sp.regex, sp.json_schema)
-        state = self._state_for(s, create=True)
+        state = self._state_for(s)
         if state.finished:
-            meta = {"prompt_tokens": len(state.token_ids), "completion_tokens": 0,
+            meta = {"prompt_tokens": len(state.ids), "completion_tokens": 0,
                     "finish_reason": {"type": state.finish_reason}, "cached_tokens": state.kv_len}
             return "", meta
         stop = [sp.stop] if isinstance(sp.stop, str) else list(sp.stop or [])
@@ -307,7 +163,7 @@ class LocalBackend(BaseBackend):
             stop_regex = [re.compile(x) for x in ([sp.stop_regex] if isinstance(sp.stop_regex, str) else sp.stop_regex or [])]
         except re.error as e:
             raise ValueError(f"stop_regex: {e}") from None
-        req = _GenRequest(
+        req = GenRequest(
             state=state,
             max_new_tokens=int(sp.max_new_tokens),
             temperature=float(sp.temperature),
@@ -326,14 +182,14 @@ class LocalBackend(BaseBackend):
             top_logprobs_num=int(sp.top_logprobs_num or 0) if sp.return_logprob else 0,
             chunks=queue.Queue() if stream else None,
         )
-        req.cached, req.prompt_tokens = state.kv_len, len(state.token_ids)
+        req.cached, req.prompt_tokens = state.kv_len, len(state.ids)
         req.prefix_text = s.text_
         if self._cancelled is not None:
             raise _fresh(self._cancelled)
         self._queue.put(req)
         return req
 
-    def _meta(self, req: _GenRequest, reason: dict[str, Any] | None, sp: SglSamplingParams,
+    def _meta(self, req: GenRequest, reason: dict[str, Any] | None, sp: SglSamplingParams,
               n: int | None = None) -> dict[str, Any]:
         """``meta_info`` keyed as the SGLang server returns it (logprobs as (logprob, id, text|None))."""
         if reason is not None:
@@ -371,18 +227,19 @@ class LocalBackend(BaseBackend):
         token-length-normalised logprob, as SGLang). Logprob lists are laid out as the server's
         ``input_token_logprobs``: (logprob, token id, text) per choice token; the unconditional ones
         (for ``unconditional_likelihood_normalized``) come from the choice alone, first entry None."""
-        state = self._state_for(s, create=True)
+        state = self._state_for(s)
         method = choices_method or token_length_normalized
         ids_of = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
 
-        def entries(ids: list[int], lps: list[float | None]) -> list[tuple[float | None, int, str]]:
+        def entries(ids: list[int], lps: list[float | None]) -> _Entries:
             return [(lp, t, self.tokenizer.decode([t])) for lp, t in zip(lps, ids)]
 
-        def run() -> tuple[list[Any], list[Any] | None]:
+        def run() -> tuple[list[_Entries], list[_Entries] | None]:
             self._extend(state, keep_last=False)
             assert state.next_logits is not None
             first = torch.log_softmax(state.next_logits.float(), -1)
-            cond, uncond = [], []
+            cond: list[_Entries] = []
+            uncond: list[_Entries] = []
             for ids in ids_of:
                 lps: list[float | None] = [float(first[ids[0]])] if ids else []
                 if len(ids) > 1:
@@ -399,7 +256,7 @@ class LocalBackend(BaseBackend):
             return cond, (uncond if method.requires_unconditional_logprobs else None)
 
         cond, uncond = self._call(run)
-        normalized = [sum(e[0] for e in c) / len(c) if c else float("-inf") for c in cond]
+        normalized = [sum(lp for lp, _, _ in c if lp is not None) / len(c) if c else float("-inf") for c in cond]
         return method(
             choices=choices, normalized_prompt_logprobs=normalized, input_token_logprobs=cond,
             output_token_logprobs=[[] for _ in choices], unconditional_token_logprobs=uncond,
@@ -426,37 +283,22 @@ class LocalBackend(BaseBackend):
 
     # ---- PathBackend ---------------------------------------------------------------------------
     def bind_branch(self, exe: Any, *, index: int, seed: int) -> None:
-        with self._lock:
-            self._bindings[exe.sid] = (index, seed)
+        self._branches.bind(exe, index, seed)
 
     def branch_view(self, exe: Any, index: int) -> Branch:
-        st = self._states[exe.sid]
-        gen = st.token_ids[st.prompt_len :]
-        return Branch(
-            index=index,
-            prompt_ids=st.token_ids[: st.prompt_len],
-            generated_ids=gen,
-            text=self.tokenizer.decode(gen, skip_special_tokens=True),
-            logprobs=list(st.logprobs),
-            top_logprobs=list(st.top_logprobs),
-            entropies=list(st.entropies),
-            handle=st,
-            meta={"finished": st.finished, "finish_reason": st.finish_reason, "sampled": st.sampled},
-        )
+        """The branch as it is now, without syncing it (a progress poll may call it mid-gen);
+        KeyError once released."""
+        return self._branches.get(exe).view(index, self.tokenizer)
 
     def release(self, exe: Any) -> None:
         exe._sglang_stop_ended = True  # a gen still queued on its worker must not revive the branch
-        with self._lock:
-            self._states.pop(exe.sid, None)
-            self._committed.pop(exe.sid, None)
-            self._bindings.pop(exe.sid, None)
+        self._branches.release(exe)
 
     def usage(self) -> TokenUsage:
         return self._usage.model_copy()
 
     def live_branches(self) -> int:
-        with self._lock:
-            return len(self._states)
+        return len(self._branches)
 
     # ---- PrefixKVBackend -------------------------------------------------------------------------
     def with_prefix_kv(self, handles: Sequence[Any], fn: Callable[[Any, list[PrefixKV]], T]) -> T:
@@ -465,7 +307,7 @@ class LocalBackend(BaseBackend):
             for st in handles:
                 self._extend(st, keep_last=False)
                 assert st.past is not None
-                kvs.append(PrefixKV(token_ids=list(st.token_ids), past=st.past))
+                kvs.append(PrefixKV(token_ids=list(st.ids), past=st.past))
             return fn(self.model, kvs)
 
         return self._call(run)
@@ -481,6 +323,25 @@ class LocalBackend(BaseBackend):
         self._cancelled = err
         self._queue.put(_Job(lambda: self._fail_all(_fresh(err)), Future()))
 
+    def abort_branches(self, sids: Collection[str], err: BaseException) -> int:
+        """Fail (with ``err``) and drop the decoding rows of these executors' branches, between decode
+        steps; other rows decode on. For one request's cancel on a backend several requests share
+        (``serve``): :meth:`abort` would fail them all. A gen submitted but not yet admitted to the
+        batch is untouched: call again until none of the caller's gens is left. Returns rows dropped."""
+
+        def drop_rows() -> int:
+            states = {id(st) for st in self._branches.find(sids)}
+            b = self._batch
+            drop = [i for i, r in enumerate(b.rows) if id(r.state) in states]
+            for i in drop:
+                if not b.rows[i].future.done():
+                    b.rows[i].future.set_exception(_fresh(err))
+            if drop:
+                b.remove(drop)
+            return len(drop)
+
+        return self._call(drop_rows)
+
     def resume_requests(self) -> None:
         """Accept ``generate`` calls again after :meth:`abort`."""
         self._cancelled = None
@@ -493,40 +354,18 @@ class LocalBackend(BaseBackend):
     def _encode(self, text: str, first: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=first)["input_ids"])
 
-    def _state_for(self, s: Any, create: bool) -> BranchState:
+    def _state_for(self, s: Any) -> KVBranchState:
         """The executor's branch state, with any text appended since our last generate tokenised."""
-        with self._lock:
-            st = self._states.get(s.sid)
-            if st is None:
-                # A forked child: start from the parent's committed state (longest matching text).
-                base = None
-                for text, cand in self._committed.values():
-                    if s.text_.startswith(text) and (base is None or len(text) > len(base.text)):
-                        base = cand
-                st = base.fork() if base is not None else BranchState(token_ids=[], prompt_len=0, text="")
-                bind = self._bindings.get(s.sid)
-                if bind is not None:
-                    st.index, seed = bind
-                    st.generator = torch.Generator().manual_seed(seed)
-                elif self.seed is not None:
-                    self._unbound += 1
-                    st.generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self._unbound) % (2**63))
-                self._states[s.sid] = st
+        st = self._branches.state_for(s, self._encode, restart=self._restart)
         if st.generator is None:
-            st.generator = torch.Generator().manual_seed(torch.seed() % (2**63))
-        if s.text_ != st.text:
-            if s.text_.startswith(st.text):
-                extra = s.text_[len(st.text) :]
-                st.token_ids = st.token_ids + self._encode(extra, first=not st.token_ids)
-                if not st.prompt_len or st.sampled == 0:
-                    st.prompt_len = len(st.token_ids)
-            else:  # text was rewritten under us: start over (counted, should not happen)
-                self._usage.reencoded_tokens += st.kv_len
-                st.token_ids = self._encode(s.text_, first=True)
-                st.prompt_len = len(st.token_ids)
-                st.past, st.kv_len, st.next_logits = None, 0, None
-            st.text = s.text_
+            seed = st.seed if st.seed is not None else torch.seed() % (2**63)
+            st.generator = torch.Generator().manual_seed(seed)
         return st
+
+    def _restart(self, st: KVBranchState) -> None:
+        """Text was rewritten under the branch: drop its KV (counted as re-encoding; should not happen)."""
+        self._usage.reencoded_tokens += st.kv_len
+        st.past, st.kv_len, st.next_logits = None, 0, None
 
     # ---- model thread ------------------------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
@@ -546,12 +385,12 @@ class LocalBackend(BaseBackend):
         self._usage.forward_tokens += len(ids)
         return out.logits[0], past_of(out.past_key_values)
 
-    def _extend(self, st: BranchState, keep_last: bool) -> None:
+    def _extend(self, st: KVBranchState, keep_last: bool) -> None:
         """Encode pending tokens (all, or all but the last) into the state's KV."""
-        end = len(st.token_ids) - (1 if keep_last else 0)
+        end = len(st.ids) - (1 if keep_last else 0)
         if end <= st.kv_len:
             return
-        ids = st.token_ids[st.kv_len : end]
+        ids = st.ids[st.kv_len : end]
         logits, past = self._forward(ids, st.past, st.kv_len)
         self._usage.prompt_tokens += len(ids)
         st.past, st.kv_len = past, end
@@ -559,7 +398,7 @@ class LocalBackend(BaseBackend):
 
     def _loop(self) -> None:
         while True:
-            items: list[_GenRequest | _Job | None] = []
+            items: list[GenRequest | _Job | None] = []
             if len(self._batch) == 0:
                 items.append(self._queue.get())
                 deadline = time.perf_counter() + self.admit_wait_s
@@ -573,12 +412,12 @@ class LocalBackend(BaseBackend):
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            admit: list[_GenRequest] = []
+            admit: list[GenRequest] = []
             for it in items:
                 if it is None:
                     self._fail_all(RuntimeError("backend shut down"))
                     return
-                if isinstance(it, _GenRequest) and self._cancelled is not None:
+                if isinstance(it, GenRequest) and self._cancelled is not None:
                     it.future.set_exception(_fresh(self._cancelled))
                     continue
                 if isinstance(it, _Job):
@@ -596,21 +435,21 @@ class LocalBackend(BaseBackend):
             except BaseException as e:
                 self._fail_all(e, admit)
 
-    def _fail_all(self, err: BaseException, extra: Sequence[_GenRequest] = ()) -> None:
+    def _fail_all(self, err: BaseException, extra: Sequence[GenRequest] = ()) -> None:
         """A model error fails every waiting request (never leaves a caller blocked) and resets the batch."""
         for r in list(self._batch.rows) + list(extra):
             if not r.future.done():
                 r.future.set_exception(_fresh(err))
-        self._batch = _LiveBatch()
+        self._batch = LiveBatch()
 
-    def _admit(self, reqs: list[_GenRequest]) -> None:
+    def _admit(self, reqs: list[GenRequest]) -> None:
         ready = []
         for r in reqs:
             st = r.state
-            pending = len(st.token_ids) - st.kv_len
+            pending = len(st.ids) - st.kv_len
             if pending == 0 and st.next_logits is None:
                 # no logits to sample from: recompute the last token (only for an empty state)
-                if not st.token_ids:
+                if not st.ids:
                     r.future.set_exception(ValueError("cannot generate from an empty prompt"))
                     continue
                 raise AssertionError("state has full KV but no next-token logits")
@@ -638,7 +477,7 @@ class LocalBackend(BaseBackend):
     def _step(self) -> None:
         b = self._batch
         assert b.mask is not None and b.cache is not None
-        inp = torch.tensor([[r.state.token_ids[-1]] for r in b.rows], device=self.device)
+        inp = torch.tensor([[r.state.ids[-1]] for r in b.rows], device=self.device)
         pos = torch.tensor([[r.state.kv_len] for r in b.rows], device=self.device)
         ones = torch.ones(len(b), 1, dtype=b.mask.dtype, device=self.device)
         b.mask = torch.cat([b.mask, ones], dim=1)
@@ -663,7 +502,7 @@ class LocalBackend(BaseBackend):
         if done:
             b.remove(done)
 
-    def _accept(self, r: _GenRequest, tok: int, logits: torch.Tensor, row: int | None = None) -> bool:
+    def _accept(self, r: GenRequest, tok: int, logits: torch.Tensor, row: int | None = None) -> bool:
         """Append a sampled token; finish the request if it ended. Returns True when finished.
 
         EOS ends the branch (it stays in its ids, outside its text). A token of ``stop_token_ids``, or
@@ -684,7 +523,7 @@ class LocalBackend(BaseBackend):
                 r.out_top.pop()
             self._finish(r, {"type": "stop", "matched": tok})
             return True
-        st.token_ids.append(tok)
+        st.ids.append(tok)
         r.new_ids.append(tok)
         st.sampled += 1
         self._usage.generated_tokens += 1
@@ -713,7 +552,7 @@ class LocalBackend(BaseBackend):
         self._finish(r, reason)
         return True
 
-    def _finish(self, r: _GenRequest, reason: dict[str, Any] | str) -> None:
+    def _finish(self, r: GenRequest, reason: dict[str, Any] | str) -> None:
         st = r.state
         text = self.tokenizer.decode(r.new_ids, skip_special_tokens=True)
         if reason == "stop_str":
@@ -731,16 +570,12 @@ class LocalBackend(BaseBackend):
         if r.chunks is not None:
             r.chunks.put(None)
 
-    def _truncate_to_text(self, r: _GenRequest, text: str) -> str:
+    def _truncate_to_text(self, r: GenRequest, text: str) -> str:
         """Drop sampled tokens past a stop string, so the branch's ids match the text the frontend keeps."""
         st = r.state
-        keep = len(r.new_ids)
-        while keep > 0 and not text.startswith(self.tokenizer.decode(r.new_ids[:keep], skip_special_tokens=True)):
-            keep -= 1
-        kept_text = self.tokenizer.decode(r.new_ids[:keep], skip_special_tokens=True)
-        drop = len(r.new_ids) - keep
-        base = len(st.token_ids) - drop
-        st.token_ids = st.token_ids[:base] + self._encode(text[len(kept_text) :], first=False)
+        keep, ids = realign(r.new_ids, text, self.tokenizer, lambda t: self._encode(t, first=False))
+        base = len(st.ids) - (len(r.new_ids) - keep)
+        st.ids = st.ids[:base] + ids[keep:]
         if st.kv_len > base:
             assert st.past is not None
             st.past = tuple((k[:, :, :base], v[:, :, :base]) for k, v in st.past)
@@ -748,81 +583,6 @@ class LocalBackend(BaseBackend):
         st.next_logits = None
         return text
 
-    def _sample_rows(self, logits: torch.Tensor, rows: Sequence[_GenRequest]) -> list[int]:
-        """Per-row temperature/top-k/top-p sampling with each branch's own generator, under each
-        row's grammar mask and ``min_new_tokens`` (stop tokens blocked until then).
-
-        Also records, per row, the chosen token's logprob, the top-k logprobs and the entropy of the
-        untempered, unmasked distribution: the inputs of confidence/entropy scorers.
-        """
-        logits = logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
-        ent = -(logp.exp() * logp).sum(-1)
-        top_lp = logp.topk(min(TOP_LOGPROBS, logp.shape[-1]), dim=-1).values
-        masks = {i: r.constraint.mask() for i, r in enumerate(rows) if r.constraint is not None}
-        early = [i for i, r in enumerate(rows) if r.constraint is None and len(r.new_ids) < r.min_new_tokens]
-        penalised = [i for i, r in enumerate(rows) if (r.frequency_penalty or r.presence_penalty) and r.new_ids]
-        if masks or early or penalised:
-            logits = logits.clone()
-            for i in penalised:  # as the server's penalizers: over this gen's output tokens
-                r = rows[i]
-                counts = torch.bincount(torch.tensor(r.new_ids), minlength=logits.shape[-1]).to(logits)
-                logits[i] -= r.frequency_penalty * counts + r.presence_penalty * (counts > 0).to(logits)
-            apply_masks(logits, masks)
-            for i in early:
-                logits[i, sorted(self.eos_ids | rows[i].stop_token_ids)] = float("-inf")
-        out = _pick_tokens(logits, rows)
-        chosen = logp.gather(1, torch.tensor(out, device=logp.device)[:, None])[:, 0].tolist()
-        for r, tok, lp, tops, h in zip(rows, out, chosen, top_lp.tolist(), ent.tolist()):
-            st = r.state
-            st.logprobs.append(lp)
-            st.top_logprobs.append(tops)
-            st.entropies.append(h)
-            r.out_logprobs.append((lp, tok))
-        for i, r in enumerate(rows):
-            if r.top_logprobs_num > 0:
-                k_top = logp[i].topk(min(r.top_logprobs_num, logp.shape[-1]))
-                r.out_top.append(list(zip(k_top.values.tolist(), k_top.indices.tolist())))
-        return out
-
-
-def _pick_tokens(logits: torch.Tensor, rows: Sequence[_GenRequest]) -> list[int]:
-    """Greedy rows take the argmax; sampled rows draw by inverse CDF with one uniform from their own
-    generator, all rows at once. Rows without top-k/top-p never sort the vocabulary (the per-row
-    full sort was a third of a 16-branch decode step on SmolLM2's 49k vocabulary)."""
-    out = logits.argmax(-1)
-    vocab = logits.shape[-1]
-    plain: list[int] = []
-    ranked: list[int] = []
-    for i, r in enumerate(rows):
-        if r.temperature > 0:
-            (ranked if 0 < r.top_k < vocab or r.top_p < 1.0 else plain).append(i)
-    for group in (plain, ranked):
-        if not group:
-            continue
-        dev = logits.device
-        temps = torch.tensor([rows[i].temperature for i in group], device=dev)
-        u = torch.cat([torch.rand(1, generator=rows[i].state.generator) for i in group]).to(dev)
-        lg = logits[group] / temps[:, None]
-        idx = None
-        if group is ranked:
-            ks = [rows[i].top_k if 0 < rows[i].top_k < vocab else vocab for i in group]
-            lg, idx = lg.topk(max(ks), dim=-1)  # sorted, descending
-            col = torch.arange(lg.shape[1], device=dev)[None]
-            lg = lg.masked_fill(col >= torch.tensor(ks, device=dev)[:, None], float("-inf"))
-        probs = torch.softmax(lg, -1)
-        if group is ranked:
-            top_p = torch.tensor([rows[i].top_p for i in group], device=dev)[:, None]
-            probs = probs * ((probs.cumsum(-1) - probs) < top_p)
-        min_p = [rows[i].min_p for i in group]
-        if any(min_p):  # drop tokens below min_p x the most likely one (after top-k/top-p)
-            floor = torch.tensor(min_p, device=dev)[:, None] * probs.max(-1, keepdim=True).values
-            probs = probs * (probs >= floor)
-        cum = probs.cumsum(-1)
-        pos = torch.searchsorted(cum, (u * cum[:, -1])[:, None], right=True).clamp_(max=cum.shape[1] - 1)
-        bad = probs.gather(1, pos)[:, 0] <= 0  # float edge at u -> 1: never a token of probability 0
-        if bool(bad.any()):
-            pos[bad, 0] = probs[bad].argmax(-1)
-        tok = pos[:, 0] if idx is None else idx.gather(1, pos)[:, 0]
-        out[group] = tok
-    return out.tolist()
+    def _sample_rows(self, logits: torch.Tensor, rows: Sequence[GenRequest]) -> list[int]:
+        """The next token of every row (a method, so a profiler can time it: ``bench.decode``)."""
+        return sample_rows(logits, rows, self.eos_ids)

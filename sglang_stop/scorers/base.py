@@ -12,31 +12,15 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from sglang_stop.backends.base import Branch
 from sglang_stop.errors import UserError
 
-
-@dataclass
-class Branch:
-    """What a scorer sees of one path at a prune point."""
-
-    index: int  # position in the original fork, 0..N-1 (stable across stages)
-    prompt_ids: list[int]
-    generated_ids: list[int]
-    text: str  # generated text so far
-    logprobs: list[float]  # log p(chosen token), one per generated token (temperature 1)
-    top_logprobs: list[list[float]]  # top-k log p per generated token, descending
-    entropies: list[float]  # entropy (nats) of the full next-token distribution per generated token
-    handle: Any = None  # backend-owned; pass back to backend methods (e.g. prefix KV access)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.prompt_ids + self.generated_ids
+__all__ = ["Branch", "ScoreContext", "Scorer", "ScorerOptions"]
 
 
 @dataclass

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sglang_stop.backends.base import BranchAbortBackend
 from sglang_stop.config import RuntimeConfig, config_from_dict
 from sglang_stop.errors import RunCancelled, RunInterrupted, UserError
 from sglang_stop.tasks import QUESTION_ID
@@ -135,9 +136,9 @@ class RequestBackend:
     def __init__(self, inner: Any, on_generate: Callable[[int], None] | None = None) -> None:
         self._inner = inner
         # LocalBackend: its branch_view reads a branch without syncing it, so progress can show tokens
-        # mid-segment, and its scheduler can drop this request's rows. StopEndpoint syncs in branch_view
-        # (only the program may call it), so there progress counts finished generate calls.
-        self._local = hasattr(inner, "_batch") and hasattr(inner, "call_in_model_thread")
+        # mid-segment, and it can drop this request's rows. StopEndpoint syncs in branch_view (only the
+        # program may call it), so there progress counts finished generate calls.
+        self._local = isinstance(inner, BranchAbortBackend)
         self._execs: dict[str, Any] = {}  # sid -> executor, for every branch this request generated on
         self._done_tokens: dict[str, int] = {}  # sid -> tokens of its finished generate calls
         self._ended: set[str] = set()
@@ -181,7 +182,7 @@ class RequestBackend:
         if self._local:
             for sid, exe in execs:
                 try:
-                    tokens[sid] = max(tokens.get(sid, 0), int(self._inner.branch_view(exe, 0).meta["sampled"]))
+                    tokens[sid] = max(tokens.get(sid, 0), self._inner.branch_view(exe, 0).sampled)
                 except KeyError:  # released meanwhile
                     pass
         return {"paths_running": len(execs), "tokens_sampled": sum(tokens.values())}
@@ -196,28 +197,13 @@ class RequestBackend:
         """Nothing global to lift: the abort was this request's only."""
 
     def _kill_local(self) -> None:
-        """On LocalBackend's model thread, fail and drop this request's rows (decoding or just
-        admitted), repeating until none of its generate calls is left in the backend.
-
-        Reaches into LocalBackend's scheduler (``_batch``, ``_states``): the backend has no
-        per-request abort of its own yet."""
-        inner = self._inner
+        """Fail and drop this request's rows in the backend (decoding or just admitted), repeating
+        until none of its generate calls is left there (a gen admitted after one pass: the next)."""
         sids = set(self._execs)
-
-        def job() -> None:
-            states = {id(st) for st in (inner._states.get(s) for s in sids) if st is not None}
-            b = inner._batch
-            drop = [i for i, r in enumerate(b.rows) if id(r.state) in states]
-            for i in drop:
-                if not b.rows[i].future.done():
-                    b.rows[i].future.set_exception(RunCancelled("request cancelled"))
-            if drop:
-                b.remove(drop)
-
         deadline = time.monotonic() + KILL_FOR_S
         while time.monotonic() < deadline:
             try:
-                inner.call_in_model_thread(job)
+                self._inner.abort_branches(sids, RunCancelled("request cancelled"))
             except Exception:  # noqa: BLE001 - a backend shutting down: nothing left to cancel
                 return
             with self._lock:
