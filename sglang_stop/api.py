@@ -189,8 +189,3 @@ def solve(
         stages=[s.model_dump(exclude_none=True) for s in cfg.stages],
     )
 
-
-def solve_one(question: str, **kwargs: Any) -> tuple[SolveResult, str]:
-    """What `sglang-stop run --question TEXT` prints: the result and its one-paragraph summary."""
-    res = solve(question, **kwargs)
-    return res, res.summary()

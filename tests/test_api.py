@@ -24,7 +24,8 @@ def test_solve_on_testbed(monkeypatch):
     loads = []
     real = api.make_backend
     monkeypatch.setattr(api, "make_backend", lambda spec: loads.append(spec) or real(spec))
-    res, text = api.solve_one(QUESTION, **KW)
+    res = api.solve(QUESTION, **KW)
+    text = res.summary()
     assert res.answer == "-3"  # the testbed gets this chain right
     assert len(res.paths) == 4 and sum(p.pruned_at == 0 for p in res.paths) == 2
     assert res.tokens == sum(p.tokens for p in res.paths)
