@@ -15,8 +15,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from sglang_stop.errors import UserError
 from sglang_stop.scorers import make_scorer
-from sglang_stop.scorers.stop_net import StopNet, StopNetConfig
-from sglang_stop.training.checkpoint import BaseModelInfo, check_base_model, load_checkpoint, save_checkpoint
+from sglang_stop.scorers.stop import (
+    BaseModelInfo,
+    StopNet,
+    StopNetConfig,
+    check_base_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def tiny(layers: int = 2, kv_heads: int = 2, hidden: int = 32, seed: int = 0) -> LlamaForCausalLM:
@@ -229,6 +235,11 @@ def test_convert_refuses_other_base_and_prints_json(model, ckpt, base_dir, tmp_p
         errs = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
         assert len(errs) == 1 and fragment in errs[0], errs
         assert not (tmp_path / f"out{i}").exists()
+    for i, fragment in enumerate(["num_hidden_layers is 2 but the loaded model has 3", "num_key_value_heads"]):
+        # issue 15: shapes only (the base's config.json, never loaded) still refuses another layer / kv-head count
+        assert main([str(ckpt), str(tmp_path / f"other{i}"), str(tmp_path / f"out{i}"), "--no-weights-check"]) == 2
+        errs = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert len(errs) == 1 and fragment in errs[0], errs
     assert main([str(ckpt), str(base_dir), str(tmp_path / "ok"), "--json"]) == 0
     cap = capsys.readouterr()
     out = json.loads(cap.out)

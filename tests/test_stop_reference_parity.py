@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent / "server"))
 import tiny  # noqa: E402
 
 from sglang_stop.models import load_model  # noqa: E402
-from sglang_stop.training.checkpoint import load_checkpoint  # noqa: E402
+from sglang_stop.scorers.stop import load_checkpoint  # noqa: E402
 
 
 def test_server_reference_equals_in_process_stop_scorer(tmp_path):

@@ -13,8 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from sglang_stop.backends.base import PrefixKV
 from sglang_stop.errors import UserError
 from sglang_stop.scorers import Branch, ScoreContext, make_scorer
-from sglang_stop.scorers.stop_net import StopNet, StopNetConfig, decoder_of
-from sglang_stop.training.checkpoint import load_checkpoint, save_checkpoint
+from sglang_stop.scorers.stop import StopNet, StopNetConfig, decoder_of, load_checkpoint, save_checkpoint
 
 K = 3
 

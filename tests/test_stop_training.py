@@ -116,7 +116,7 @@ def test_metrics():
 def test_train_writes_best_checkpoint(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sglang_stop.training.checkpoint import load_checkpoint
+    from sglang_stop.scorers.stop import load_checkpoint
     from sglang_stop.training.train import TrainConfig, train_stop
 
     torch.manual_seed(0)

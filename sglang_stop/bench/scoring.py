@@ -54,8 +54,7 @@ def run_scoring_bench(
     checkpoint: str | None = None,
     seed: int = 0,
 ) -> ScoringBench:
-    from sglang_stop.scorers.stop_net import StopNet, StopNetConfig
-    from sglang_stop.training.checkpoint import load_checkpoint
+    from sglang_stop.scorers.stop import StopNet, StopNetConfig, load_checkpoint
 
     if checkpoint:
         net = load_checkpoint(checkpoint, model)

@@ -15,7 +15,7 @@ Output directory (what ``--lora-paths stop=DIR`` points at)::
 
 ``stop/`` is a subfolder so SGLang's adapter loader (which reads top-level ``*.safetensors``) never sees it.
 
-Every checkpoint file is read through the in-process loader's readers (training/checkpoint.py), so a
+Every checkpoint file is read through the in-process loader's readers (scorers/stop/checkpoint.py), so a
 missing, truncated or garbage file is one UserError naming it; the output directory is built beside
 ``OUT_DIR`` and renamed into place, so a server never loads half an adapter.
 """
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sglang_stop.errors import UserError
 
 if TYPE_CHECKING:
-    from sglang_stop.training.checkpoint import BaseModelInfo
+    from sglang_stop.scorers.stop.checkpoint import BaseModelInfo
 
 FORMAT = "sglang-stop-adapter/1"
 STOP_SUBDIR = "stop"
@@ -63,7 +63,7 @@ def is_stop_adapter(path: str | Path) -> bool:
 def load_stop_adapter(path: str | Path) -> tuple[StopAdapterConfig, torch.Tensor, torch.Tensor]:
     """(config, head weight [2, H] fp32, head bias [2] fp32) of a converted adapter directory; a bad file
     is a UserError naming it (the server refuses the adapter instead of crashing its scheduler)."""
-    from sglang_stop.training.checkpoint import read_head
+    from sglang_stop.scorers.stop.checkpoint import read_head
 
     d = Path(path) / STOP_SUBDIR
     try:
@@ -127,19 +127,20 @@ def check_base(ckpt: Path, base: Path, *, check_weights: bool = True) -> BaseMod
     """The base's shapes (and, when the checkpoint records a weights hash and ``check_weights``, its
     identity: the base is loaded on CPU at the recorded dtype and hashed) checked against the checkpoint's
     ``base_model`` with the loader's own :func:`check_base_model`. Returns what was read of the base."""
-    from sglang_stop.training.checkpoint import BaseModelInfo, check_base_model, check_shapes, read_config
+    from sglang_stop.scorers.stop.checkpoint import (
+        BaseModelInfo,
+        check_base_model,
+        check_shapes,
+        read_config,
+        read_json_object,
+    )
 
     if not ckpt.is_dir():
         raise UserError(f"{ckpt}: not a directory (expected a STOP checkpoint)")
     f = base / "config.json"
     if not f.is_file():
         raise UserError(f"{base}: not a Hugging Face model directory (no config.json)")
-    try:
-        bcfg = json.loads(f.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{f}: not valid JSON ({e})") from None
-    if not isinstance(bcfg, dict):
-        raise UserError(f"{f}: expected a JSON object")
+    bcfg = read_json_object(f)
     where = ckpt / "assess_token_config.json"
     recorded = read_config(ckpt).base_model if where.is_file() else None
     have = BaseModelInfo.from_config(bcfg, name=base.name, name_or_path=str(base))
@@ -170,7 +171,7 @@ def convert_checkpoint(
     from safetensors.torch import save_file
 
     from sglang_stop.io import atomic_dir
-    from sglang_stop.training.checkpoint import (
+    from sglang_stop.scorers.stop.checkpoint import (
         adapter_weights,
         read_adapter_config,
         read_config,

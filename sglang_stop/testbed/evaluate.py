@@ -67,8 +67,8 @@ def figures(name: str, scores: Sequence[float], records: Sequence[LabelRecord], 
 @click.option("--json-out", default=None)
 def main(labels, model_dir, stop_ckpt, probe_ckpt, top_k, keep, val_fraction, threads, json_out) -> None:
     from sglang_stop.models import load_model
+    from sglang_stop.scorers.stop import load_checkpoint
     from sglang_stop.testbed import asset_dir, stop_asset_dir
-    from sglang_stop.training.checkpoint import load_checkpoint
     from sglang_stop.training.train import predict, split_by_problem
 
     torch.set_num_threads(threads)

@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from sglang_stop.backends.base import PrefixKV
 from sglang_stop.errors import UserError
-from sglang_stop.scorers.stop_net import DEFAULT_TARGETS, StopNet, StopNetConfig, decoder_of
-from sglang_stop.training.checkpoint import save_checkpoint
+from sglang_stop.scorers.stop import DEFAULT_TARGETS, StopNet, StopNetConfig, decoder_of, save_checkpoint
 from sglang_stop.training.labels import LabelRecord
 from sglang_stop.training.metrics import auc, kept_accuracy, within_problem_auc
 

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from sglang_stop.errors import UserError
 from sglang_stop.io import atomic_dir
-from sglang_stop.scorers.stop_net import StopNet, StopNetConfig
+from sglang_stop.scorers.stop.net import StopNet, StopNetConfig
 
 CHECKPOINT_SCHEMA = 1
 PEFT_PREFIX = "base_model.model."
@@ -269,15 +269,21 @@ def read_stop_vector(path: Path, hidden: int) -> torch.Tensor:
     return vec.float().reshape(-1)
 
 
+def read_json_object(f: Path) -> dict[str, Any]:
+    """A JSON file that must hold one object (an adapter's or a base model's config); else one UserError."""
+    try:
+        obj = json.loads(f.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{f}: expected a JSON object")
+    return obj
+
+
 def read_adapter_config(ad: Path) -> dict[str, Any]:
     """``adapter_config.json`` with the keys we use checked (rank, alpha, listed target modules)."""
     f = ad / "adapter_config.json"
-    try:
-        acfg = json.loads(f.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{f}: not valid JSON ({e})") from None
-    if not isinstance(acfg, dict):
-        raise UserError(f"{f}: expected a JSON object")
+    acfg = read_json_object(f)
     for key in ("r", "lora_alpha"):
         v = acfg.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:

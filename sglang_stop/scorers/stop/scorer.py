@@ -18,6 +18,8 @@ from pydantic import Field
 
 from sglang_stop.errors import UserError
 from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
+from sglang_stop.scorers.stop.checkpoint import load_checkpoint
+from sglang_stop.scorers.stop.net import StopNet
 
 
 class StopOptions(ScorerOptions):
@@ -36,13 +38,11 @@ class StopScorer(Scorer):
 
     def __init__(self, options: ScorerOptions | None = None) -> None:
         super().__init__(options)
-        self._nets: dict[int, Any] = {}  # id(model) -> StopNet loaded onto that model
+        self._nets: dict[int, StopNet] = {}  # id(model) -> the checkpoint loaded onto that model
         self._lock = threading.Lock()
 
-    def net_for(self, model: Any) -> Any:
+    def net_for(self, model: Any) -> StopNet:
         """Load the checkpoint once per base model (checks it was trained for this model)."""
-        from sglang_stop.training.checkpoint import load_checkpoint
-
         with self._lock:
             key = id(model)
             if key not in self._nets:
@@ -51,7 +51,11 @@ class StopScorer(Scorer):
 
     def prepare(self, backend: Any) -> None:
         """In process: load the checkpoint onto the backend's model now (missing, corrupt or made for
-        another base -> UserError before decoding). A server holds its own adapter."""
+        another base -> UserError before decoding). A server holds its own adapter.
+
+        The backend checks are ``hasattr``, not ``isinstance(backend, StopScoringBackend / PrefixKVBackend)``:
+        serve's per-request backend delegates through ``__getattr__``, which Python 3.12+'s runtime
+        Protocol checks do not see (they read attributes statically)."""
         if hasattr(backend, "stop_score"):
             if self.options.checkpoint is not None:  # type: ignore[attr-defined]
                 click.echo(f"warning: scorer.options.checkpoint {self.options.checkpoint}: ignored against a server, "  # type: ignore[attr-defined]
