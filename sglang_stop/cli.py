@@ -117,6 +117,25 @@ _prune = [
 ]
 
 
+def server_options(f: Any) -> Any:
+    """``--server URL`` (repeatable) or ``--router URL``: sample on SGLang servers instead of in process."""
+    f = click.option("--router", default=None, metavar="URL",
+                     help="an sglang-router in front of the servers (its workers are used; exclusive with --server)")(f)
+    return click.option("--server", "servers", multiple=True, metavar="URL",
+                        help="URL of an SGLang server with the sglang-stop plugin (repeat for several; each "
+                             "problem is pinned to one)")(f)
+
+
+def _warn_ignored(servers: tuple[str, ...], router: str | None, **given: Any) -> None:
+    """One warning line per local-model option that a server run ignores (the server runs its own)."""
+    if not servers and not router:
+        return
+    for name, value in given.items():
+        if value is not None:
+            click.echo(f"warning: --{name} is ignored with --server/--router (the server runs its own model "
+                       "and adapter)", err=True)
+
+
 def base_options(f: Any) -> Any:
     """Model, task, problems, sampling seed and length, concurrency, threads, --json."""
     for opt in reversed(_base):
@@ -136,7 +155,7 @@ def common(f: Any) -> Any:
 @click.option("--out", type=click.Path(), default=None,
               help="per-problem results (JSONL, one line appended as each problem finishes)")
 @click.option("--resume", is_flag=True, help="continue an interrupted --out file (same settings), skipping done problems")
-@click.option("--server", default=None, help="URL of an SGLang server with the sglang-stop plugin")
+@server_options
 @click.option("--checkpoint", default=None, help="STOP checkpoint directory (sets scorer.options.checkpoint)")
 @click.option("--scorer-options", "scorer_options", default=None, metavar="JSON",
               help='options of the scorer as a JSON object, e.g. \'{"window": 1, "reduce": "lowest"}\'')
@@ -144,23 +163,19 @@ def common(f: Any) -> Any:
 def run(
     config: str | None, model: str | None, task: str | None, problems: int, n: int | None, prefix_len: int | None,
     keep: int | None, scorer: str | None, seed: int | None, max_new_tokens: int | None, concurrency: int,
-    threads: int | None, as_json: bool, out: str | None, resume: bool, server: str | None, checkpoint: str | None,
-    scorer_options: str | None, question: str | None,
+    threads: int | None, as_json: bool, out: str | None, resume: bool, servers: tuple[str, ...], router: str | None,
+    checkpoint: str | None, scorer_options: str | None, question: str | None,
 ) -> None:
     """Run parallel reasoning with pruning on a task's problems and report accuracy and tokens."""
     from sglang_stop.run_command import RunRequest, execute_run
 
-    if server:
-        for flag, given in (("--model", model), ("--threads", threads), ("--checkpoint", checkpoint)):
-            if given is not None:
-                click.echo(f"warning: {flag} is ignored with --server (the server runs its own model and adapter)",
-                           err=True)
+    _warn_ignored(servers, router, model=model, threads=threads, checkpoint=checkpoint)
 
     cfg = _build_config(config, n=n, prefix_len=prefix_len, keep=keep, scorer=scorer, seed=seed, model=model,
                         max_new_tokens=max_new_tokens, checkpoint=checkpoint, scorer_options=scorer_options)
     _set_threads(threads)
     req = RunRequest(cfg=cfg, task=task, problems=problems, concurrency=concurrency, out=out, resume=resume,
-                     server=server, question=question, progress=True)
+                     servers=list(servers), router=router, question=question, progress=True)
     summary, text = execute_run(req)
     click.echo(summary.model_dump_json() if as_json else text)
 
@@ -178,14 +193,19 @@ def schema() -> None:
 @click.option("--scorers", "scorer_names", default="confidence,entropy", show_default=True,
               help="comma-separated scorers to record (none/random need no recording)")
 @click.option("--out", type=click.Path(), required=True, help="calibration JSONL (appended; resumable)")
+@server_options
 def calibrate(
     config: str | None, model: str | None, task: str | None, problems: int, seed: int | None,
     max_new_tokens: int | None, concurrency: int, threads: int | None, as_json: bool, n_max: int, prefix_lens: str,
-    scorer_names: str, out: str,
+    scorer_names: str, out: str, servers: tuple[str, ...], router: str | None,
 ) -> None:
     """Record every scorer at several prune points on unpruned paths: the advisor's calibration set."""
     from sglang_stop.calibrate import collect, preflight
+    from sglang_stop.fleet import Fleet, program_backend
     from sglang_stop.runner import make_backend
+
+    _warn_ignored(servers, router, model=model, threads=threads)
+    fleet = Fleet.from_options(servers, router)
 
     lens = _int_list("--prefix-lens", prefix_lens)
     cfg = _build_config(config, seed=seed, model=model, max_new_tokens=max_new_tokens, drop_stages=True)
@@ -198,7 +218,7 @@ def calibrate(
     _set_threads(threads)
     tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
     lens = preflight(cfg, tsk, out=out, n_max=n_max, prefix_lens=lens, scorers=opts)
-    backend = make_backend(cfg.model)
+    backend = program_backend(fleet) if fleet is not None else make_backend(cfg.model)
     try:
         added = collect(backend, tsk, probs, cfg, out=out, n_max=n_max, prefix_lens=lens, scorers=opts,
                         model_id=backend.get_model_name(), concurrency=concurrency, progress=True)

@@ -31,7 +31,9 @@ class RunRequest(BaseModel):
     concurrency: int = 4
     out: str | None = None
     resume: bool = False
-    server: str | None = None
+    server: str | None = None  # one server (kept for callers); ``servers`` for several
+    servers: list[str] = []
+    router: str | None = None
     question: str | None = None
     progress: bool = True
 
@@ -97,12 +99,10 @@ def execute_run(req: RunRequest) -> tuple[RunSummary, str]:
     done = {r.problem_id for r in earlier}
     todo = [p for p in problems if p.id not in done]
     earlier = [r for r in earlier if r.problem_id in {p.id for p in problems}]
-    if req.server:
-        from sglang_stop.backends.endpoint import StopEndpoint
+    from sglang_stop.fleet import Fleet, program_backend
 
-        backend: Any = StopEndpoint(req.server)
-    else:
-        backend = make_backend(cfg.model)
+    fleet = Fleet.from_options([*([req.server] if req.server else []), *req.servers], req.router)
+    backend: Any = program_backend(fleet) if fleet is not None else make_backend(cfg.model)
     app: JsonlAppender | None = None
     full_header = header.model_copy(update={"model": backend_identity(backend)})
 

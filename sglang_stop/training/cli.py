@@ -131,12 +131,15 @@ def _emit(as_json: bool, obj: dict[str, Any], human: str) -> None:
 @click.option("--problems-per-batch", type=POSITIVE, default=32, show_default=True,
               help="problems whose P*K continuations are sampled together")
 @click.option("--threads", type=POSITIVE, default=1, show_default=True)
+@click.option("--server", "servers", multiple=True, metavar="URL",
+              help="sample on this SGLang server instead of in process (repeat for several; problems are pinned)")
+@click.option("--router", default=None, metavar="URL", help="sample through this sglang-router (its workers)")
 @click.option("--out", required=True, help="label JSONL (appended; existing pairs are skipped)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, split: str | None, n: int, seed: int,
               prefixes: int, continuations: int, prefix_len: int, max_new_tokens: int, temperature: float,
-              top_p: float, top_k: int, batch_size: int, problems_per_batch: int, threads: int, out: str,
-              as_json: bool) -> None:
+              top_p: float, top_k: int, batch_size: int, problems_per_batch: int, threads: int,
+              servers: tuple[str, ...], router: str | None, out: str, as_json: bool) -> None:
     """Monte Carlo labels: P prefixes x K continuations per problem -> s_mc records.
 
     Prompts are formatted and answers checked exactly as `sglang-stop run` does for the task
@@ -144,6 +147,7 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
     Resuming onto a file made with other settings (K, P, prefix length, sampling, task, model) is refused.
     """
     from sglang_stop.config import RuntimeConfig
+    from sglang_stop.fleet import Fleet
     from sglang_stop.io import open_records
     from sglang_stop.models import model_identity
     from sglang_stop.runner import format_prompt
@@ -157,6 +161,12 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
     job = LabelJob(prefixes=prefixes, continuations=continuations, prefix_len=prefix_len,
                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                    seed=seed, problems_per_batch=problems_per_batch)
+    fleet = Fleet.from_options(servers, router)
+    if fleet is not None:
+        for flag, ignored in (("--model", model_dir is not None), ("--threads", threads != 1),
+                              ("--batch-size", batch_size != 512)):
+            if ignored:
+                _warn(f"{flag} is ignored with --server/--router (the server runs its own model and batching)")
     the_task = load_task(task)  # also scores --problems-jsonl rows
     testbed_split = the_task.spec == "testbed" and not problems_jsonl
     if split is not None and not testbed_split:
@@ -175,26 +185,42 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
         old = read_header(out_p)
         open_records(out_p, label_header(job, old.model if old else None, **settings)).close()
     default_dir = str(asset_dir()) if the_task.spec == "testbed" else None
-    model, tok = _load_model(model_dir or default_dir, threads)
-    header = label_header(job, model_identity(model), **settings)
-    sampler = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size)
+    sampler: Any
+    if fleet is not None:
+        from sglang_stop.training.server_sampler import ServerSampler
+
+        sampler = ServerSampler(fleet)
+        tok, ident = sampler.tokenizer, sampler.identity()
+    else:
+        model, tok = _load_model(model_dir or default_dir, threads)
+        sampler, ident = HFSampler(model, tok.eos_token_id, tok.pad_token_id, batch_size=batch_size), model_identity(model)
+    header = label_header(job, ident, **settings)
     cfg = RuntimeConfig()
 
     def encode(q: str) -> list[int]:  # what LocalBackend feeds the model for a fresh prompt
         return list(tok(format_prompt(the_task, cfg, tok, q), add_special_tokens=True)["input_ids"])
 
-    with _bar("label problems", "problem") as progress:
-        written = label_problems(
-            probs, out_p, job, sampler,
-            encode_prompt=encode,
-            decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
-            check=lambda p, text: the_task.check(p["problem"], text),
-            progress=progress,
-            header=header,
-        )
+    try:
+        with _bar("label problems", "problem") as progress:
+            written = label_problems(
+                probs, out_p, job, sampler,
+                encode_prompt=encode,
+                decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
+                check=lambda p, text: the_task.check(p["problem"], text),
+                progress=progress,
+                header=header,
+            )
+    finally:
+        if fleet is not None:
+            sampler.shutdown()
     total = len(load_labels(out_p))
-    _emit(as_json, {"out": str(out_p), "written": written, "records": total, "problems": len(probs)},
-          f"wrote {written} records to {out_p} ({total} in the file, {len(probs)} problems)")
+    res: dict[str, Any] = {"out": str(out_p), "written": written, "records": total, "problems": len(probs)}
+    human = f"wrote {written} records to {out_p} ({total} in the file, {len(probs)} problems)"
+    if fleet is not None:  # how much of each continuation's input (prompt + prefix) the server had cached
+        st = sampler.stats
+        res["cache"] = {**st.model_dump(), "fraction": st.fraction}
+        human += f"; cached {st.cached_tokens}/{st.input_tokens} input tokens ({st.fraction:.1%})"
+    _emit(as_json, res, human)
 
 
 @click.command("train")
