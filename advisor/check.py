@@ -30,7 +30,7 @@ from advisor.calibration import CalibRecord, load_calibration
 from sglang_stop.aggregate import majority_vote
 from sglang_stop.policy import kept_positions, vote_weights
 from sglang_stop.config import RuntimeConfig
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, validation_message
 from sglang_stop.io import read_header, read_jsonl
 from sglang_stop.runner import ProblemResult
 
@@ -142,8 +142,7 @@ def verify_results(path: str | Path, cfg: RuntimeConfig, config_path: str | Path
     try:
         run = RuntimeConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"{path}:1: header.settings.config.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise UserError(validation_message(e, f"{path}:1", prefix="header.settings.config.")) from None
     for name in COMPARED:
         a, b = _field(run, name), _field(cfg, name)
         if a != b:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, validation_message
 from sglang_stop.io import atomic_write_text
 
 UNIT = 1024
@@ -109,9 +109,7 @@ def load_constants(spec: str | Path) -> GuidelineConstants:
     try:
         return GuidelineConstants.model_validate_json(p.read_text())
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise UserError(f"{p}: {loc + ': ' if loc else ''}{err['msg']}") from None
+        raise UserError(validation_message(e, str(p))) from None
 
 
 def save_constants(k: GuidelineConstants, path: str | Path) -> None:

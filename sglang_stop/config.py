@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, validation_message
 from sglang_stop.policy import keep_count
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -190,38 +190,7 @@ class ConfigError(UserError):
     """A config file or value that does not validate; the message names the file and field."""
 
 
-def _shown(value: Any) -> str:
-    try:
-        text = json.dumps(value, default=str)
-    except ValueError:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 UNKNOWN_KEY = "unknown key (`sglang-stop schema` lists the fields)"
-
-
-def format_validation_error(err: ValidationError, source: str | None, *, unknown: str = UNKNOWN_KEY,
-                            missing: str = "Field required") -> str:
-    """One line (the CLIs print one ``error:`` line, serve one error message): ``source: loc: msg; loc:
-    msg``. A type error shows the value given, so ``n: true`` reads "Input should be a valid integer (got
-    true)"; ``unknown`` and ``missing`` are what an unknown or a missing key is told (each front end names
-    its own field list)."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = unknown
-        elif e["type"] == "missing":
-            msg = missing
-        elif e["type"].endswith("_type") or e["type"] in ("literal_error", "int_from_float"):
-            msg += f" (got {_shown(e.get('input'))})"
-        if msg.startswith(f"{loc}: "):  # a model validator's message names its own field
-            loc = ""
-        parts.append(f"{loc + ': ' if loc else ''}{msg}")
-    joined = "; ".join(" ".join(p.split()) for p in parts)
-    return f"{source}: {joined}" if source else joined
 
 
 def config_from_dict(data: Any, source: str = "<config>", base_dir: str | Path | None = None) -> RuntimeConfig:
@@ -233,7 +202,7 @@ def config_from_dict(data: Any, source: str = "<config>", base_dir: str | Path |
     try:
         cfg = RuntimeConfig.model_validate(data, context={"user_input": True})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(validation_message(err, source, unknown=UNKNOWN_KEY)) from None
     if base_dir is None:
         return cfg
     base = Path(os.path.abspath(base_dir))

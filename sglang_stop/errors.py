@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
 
 class UserError(Exception):
     """Bad input from the user (file, flag, field); the message must name what is wrong."""
@@ -34,3 +39,34 @@ def positive_ints(flag: str, text: str) -> list[int]:
     if not vals or min(vals) < 1:
         raise UserError(f"{flag}: expected comma-separated positive integers, got {text!r}")
     return vals
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str)
+    except ValueError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validation_message(err: ValidationError, source: str | None = None, *, prefix: str = "",
+                       unknown: str = "unknown key", missing: str = "Field required") -> str:
+    """Every error of a pydantic validation in one line: ``source: prefix.loc: msg; ...`` (the one
+    formatter of the CLIs' ``error:`` lines and serve's error messages). A type error shows the value
+    given, so ``n: true`` reads "Input should be a valid integer (got true)"; ``unknown``/``missing`` are
+    what an unknown or a missing key is told (each front end names its own field list)."""
+    parts = []
+    for e in err.errors():
+        loc = prefix + ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = unknown
+        elif e["type"] == "missing":
+            msg = missing
+        elif e["type"].endswith("_type") or e["type"] in ("literal_error", "int_from_float"):
+            msg += f" (got {_shown(e.get('input'))})"
+        if msg.startswith(f"{loc}: "):  # a model validator's message names its own field
+            loc = ""
+        parts.append(f"{loc + ': ' if loc else ''}{msg}")
+    joined = "; ".join(" ".join(p.split()) for p in parts)
+    return f"{source}: {joined}" if source else joined

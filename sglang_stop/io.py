@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, validation_message
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -175,9 +175,7 @@ def read_jsonl(path: str | Path, model: type[M], *, skip_partial_tail: bool = Tr
         try:
             yield model.model_validate(obj)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise UserError(f"{p}:{i}: {loc + ': ' if loc else ''}{err['msg']}") from None
+            raise UserError(validation_message(e, f"{p}:{i}")) from None
 
 
 class RecordHeader(BaseModel):
@@ -217,7 +215,7 @@ def read_header(path: str | Path) -> RecordHeader | None:
     try:
         return RecordHeader.model_validate(obj["header"])
     except ValidationError as e:
-        raise UserError(f"{p}:1: header: {e.errors()[0]['msg']}") from None
+        raise UserError(validation_message(e, f"{p}:1", prefix="header.")) from None
 
 
 def _jsonable(v: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, validation_message
 from sglang_stop.scorers.base import Scorer
 
 BUILTINS: dict[str, str] = {
@@ -78,7 +78,5 @@ def make_scorer(name: str, options: dict[str, Any] | None = None) -> Scorer:
     try:
         opts = cls.Options.model_validate(options or {})
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise UserError(f"scorer.options.{loc}: {err['msg']} (scorer {name!r})") from None
+        raise UserError(f"{validation_message(e, prefix='scorer.options.')} (scorer {name!r})") from None
     return cls(opts)

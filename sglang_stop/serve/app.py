@@ -24,8 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from sglang_stop.config import format_validation_error
-from sglang_stop.errors import RunInterrupted, UserError
+from sglang_stop.errors import RunInterrupted, UserError, validation_message
 from sglang_stop.serve.engine import Engine, Job, ServeError, answer_text, usage_of
 from sglang_stop.serve.metrics import CONTENT_TYPE, Metrics
 from sglang_stop.serve.schemas import ChatRequest, CompletionRequest
@@ -40,8 +39,8 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
 
 
 def _validation_message(err: ValidationError) -> str:
-    return format_validation_error(
-        err, None, unknown="unknown field (not implemented by this server; STOP settings go in 'sglang_stop')",
+    return validation_message(
+        err, unknown="unknown field (not implemented by this server; STOP settings go in 'sglang_stop')",
         missing="required")
 
 

@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, validation_message
 from sglang_stop.io import atomic_dir
 from sglang_stop.scorers.stop.net import StopNet, StopNetConfig
 
@@ -213,9 +213,7 @@ def read_config(path: str | Path) -> AssessTokenConfig:
     try:
         return AssessTokenConfig.model_validate_json(f.read_bytes())
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(map(str, err["loc"]))
-        raise UserError(f"{f}: {loc + ': ' if loc else ''}{err['msg']}") from None
+        raise UserError(validation_message(e, str(f))) from None
 
 
 def _adapter_dir(p: Path) -> Path | None:
