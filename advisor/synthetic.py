@@ -30,21 +30,11 @@ class Preset(BaseModel):
     spread: float = 2.2
 
 
-PRESETS: dict[str, Preset] = {
-    "paper": Preset(
-        n_max=64,
-        prefix_lens=[512, 1024, 2048, 4096],
-        max_new_tokens=16384,
-        mean_len=8650,
-        scorers={"stop": 1.2, "confidence": 0.6, "entropy": 0.4},
-    ),
-    "testbed": Preset(
-        n_max=16,
-        prefix_lens=[32, 64, 96, 128],
-        max_new_tokens=192,
-        mean_len=120,
-        scorers={"stop": 1.0, "confidence": 0.5, "entropy": 0.3},
-    ),
+PRESETS: dict[str, Preset] = {  # the paper's scale and the testbed's
+    "paper": Preset(n_max=64, prefix_lens=[512, 1024, 2048, 4096], max_new_tokens=16384, mean_len=8650,
+                    scorers={"stop": 1.2, "confidence": 0.6, "entropy": 0.4}),
+    "testbed": Preset(n_max=16, prefix_lens=[32, 64, 96, 128], max_new_tokens=192, mean_len=120,
+                      scorers={"stop": 1.0, "confidence": 0.5, "entropy": 0.3}),
 }
 
 
