@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from advisor.calibration import CalibRecord
-from sglang_stop.io import JsonlAppender, RecordHeader, open_records
+from sglang_stop.io import Closing, JsonlAppender, RecordHeader, open_records
 
 
 def done_problem_ids(path: str | Path) -> set[str]:
@@ -33,7 +33,7 @@ def done_problem_ids(path: str | Path) -> set[str]:
     return out
 
 
-class CalibrationWriter:
+class CalibrationWriter(Closing):
     """``with CalibrationWriter(path, header) as w: if pid not in w.done: w.append(record)``"""
 
     def __init__(self, path: str | Path, header: RecordHeader | None = None) -> None:
@@ -48,9 +48,3 @@ class CalibrationWriter:
 
     def close(self) -> None:
         self._app.close()
-
-    def __enter__(self) -> CalibrationWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -16,11 +16,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sglang_stop.errors import UserError, validation_message
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11; annotations only
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -98,7 +101,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-class JsonlAppender:
+class Closing:
+    """``with x:`` closes ``x`` on the way out (the writers here hold a file open for appends)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonlAppender(Closing):
     """Append one record per line with a single write + fsync, so a line is either whole or absent.
 
     Opening an existing file drops a trailing partial line left by a kill (the only damage an
@@ -128,12 +144,6 @@ class JsonlAppender:
 
     def close(self) -> None:
         self._f.close()
-
-    def __enter__(self) -> JsonlAppender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_data(path: str | Path) -> bytes:
