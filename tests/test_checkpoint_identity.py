@@ -153,7 +153,7 @@ def _empty(d: Path) -> None:
     d.mkdir()
 
 
-ADAPTER = "adapter/adapter_model.safetensors"
+ADAPTER = "adapter/classifier/adapter_model.safetensors"
 DAMAGE = {
     "missing-dir": (lambda d: shutil.rmtree(d), "not a directory"),
     "empty-dir": (_empty, "empty directory"),
@@ -168,9 +168,9 @@ DAMAGE = {
     "emb-hidden": (_torch_save("assess_token_embedding.pth", {"input_embedding": torch.zeros(16)}), "16 values"),
     "adapter-truncated": (_truncate(ADAPTER), "adapter_model.safetensors: not a readable safetensors"),
     "adapter-garbage": (_rewrite(ADAPTER, b"\xff" * 64), "adapter_model.safetensors: not a readable"),
-    "adapter-rank": (_edit_json("adapter/adapter_config.json", r=8), "LoRA shape mismatch"),
-    "adapter-config-garbage": (_rewrite("adapter/adapter_config.json", b"{"), "adapter_config.json: not valid JSON"),
-    "adapter-targets": (_edit_json("adapter/adapter_config.json", target_modules=["nope"]), "no Linear layer"),
+    "adapter-rank": (_edit_json("adapter/classifier/adapter_config.json", r=8), "LoRA shape mismatch"),
+    "adapter-config-garbage": (_rewrite("adapter/classifier/adapter_config.json", b"{"), "adapter_config.json: not valid JSON"),
+    "adapter-targets": (_edit_json("adapter/classifier/adapter_config.json", target_modules=["nope"]), "no Linear layer"),
     "mode-unknown": (_edit_json("assess_token_config.json", mode="both"), "mode"),
 }
 

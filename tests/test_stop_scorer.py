@@ -58,7 +58,7 @@ def peft_reference(model, ckpt, ids: list[int], lora_on_prefix: bool = False) ->
     """From scratch with real peft: prefix with base weights (adapter disabled), then [STOP] x k with LoRA."""
     from peft import PeftModel
 
-    pm = PeftModel.from_pretrained(copy.deepcopy(model), str(ckpt / "adapter")).eval()
+    pm = PeftModel.from_pretrained(copy.deepcopy(model), str(ckpt / "adapter" / "classifier")).eval()
     net = load_checkpoint(ckpt, model)
     inner = pm.base_model.model  # LlamaForCausalLM with LoRA layers
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_checkpoint_layout_atomic_and_model_check(model, tmp_path):
     save_checkpoint(dest, random_net(model, seed=2), model)  # overwrite in place
     names = {p.name for p in tmp_path.iterdir()}
     assert names == {"ckpt"}, names  # no temp or old dirs left behind
-    for f in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "classifier_head.pth",
+    for f in ("adapter/classifier/adapter_config.json", "adapter/classifier/adapter_model.safetensors", "classifier_head.pth",
               "assess_token_embedding.pth", "assess_token_config.json"):
         assert (dest / f).is_file(), f
     meta = json.loads((dest / "assess_token_config.json").read_text())

@@ -1,5 +1,8 @@
-"""Non-learned baselines of the paper's taxonomy: none, random, and DeepConf-style confidence/entropy
-(Type III: internal, non-learnable). They read only what the backend recorded while sampling."""
+"""Non-learned baselines of the paper's taxonomy: none, random, and DeepConf's confidence, entropy and
+chosen-token logprob (Type III: internal, non-learnable). They read only what the backend recorded while
+sampling. The confidence measures follow DeepConf's code (github.com/facebookresearch/deepconf, helper.py
+and analysis_offline.py): token confidence -mean(top-k logprobs), group confidence = sliding-window mean
+(stride 1; a prefix shorter than the window is one group), reduced by lowest group, tail, or bottom-10%."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from sglang_stop.policy import bottom_window_mean, lowest_window_mean
 from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
 
 
@@ -33,28 +37,31 @@ class RandomScorer(Scorer):
 
 class WindowOptions(ScorerOptions):
     window: int | None = Field(None, ge=1, description="sliding window (tokens); null = whole prefix")
-    reduce: Literal["mean", "lowest", "tail"] = Field(
-        "mean", description="mean over the prefix, lowest window mean (DeepConf), or the last window"
+    reduce: Literal["mean", "lowest", "tail", "bottom10"] = Field(
+        "mean",
+        description="mean over the prefix; lowest window mean (DeepConf's lowest group confidence); the last "
+        "window (tail); or the mean of the lowest 10% of window means (DeepConf's bottom-10%)",
     )
 
 
 def _reduce(values: list[float], window: int | None, how: str) -> float:
+    """DeepConf's trace-level reductions of per-token values (analysis_offline.py of
+    facebookresearch/deepconf): a window longer than the prefix is the whole prefix."""
     if not values:
         return 0.0
-    if window is None or window >= len(values) or how == "mean":
-        if how == "tail" and window is not None:
-            values = values[-window:]
-        return sum(values) / len(values)
-    if how == "tail":
-        tail = values[-window:]
-        return sum(tail) / len(tail)
-    # lowest sliding-window mean (DeepConf's "lowest group confidence")
-    s = sum(values[:window])
-    best = s
-    for i in range(window, len(values)):
-        s += values[i] - values[i - window]
-        best = min(best, s)
-    return best / window
+    if how == "lowest":
+        return lowest_window_mean(values, window)
+    if how == "bottom10":
+        return bottom_window_mean(values, window)
+    if how == "tail" and window is not None:
+        values = values[-window:]
+    return sum(values) / len(values)
+
+
+def token_confidences(branch: Branch, top_k: int) -> list[float]:
+    """DeepConf's token confidence C_t = -mean of the top-k logprobs at each generated token
+    (helper.py compute_confidence, which reads vLLM's top-20)."""
+    return [-sum(t[:top_k]) / max(1, len(t[:top_k])) for t in branch.top_logprobs]
 
 
 class ConfidenceOptions(WindowOptions):
@@ -70,11 +77,7 @@ class ConfidenceScorer(Scorer):
 
     def score(self, branches: Sequence[Branch], ctx: ScoreContext) -> list[float]:
         o: ConfidenceOptions = self.options  # type: ignore[assignment]
-        out = []
-        for b in branches:
-            conf = [-sum(t[: o.top_k]) / max(1, len(t[: o.top_k])) for t in b.top_logprobs]
-            out.append(_reduce(conf, o.window, o.reduce))
-        return out
+        return [_reduce(token_confidences(b, o.top_k), o.window, o.reduce) for b in branches]
 
 
 class EntropyScorer(Scorer):

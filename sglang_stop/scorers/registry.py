@@ -23,6 +23,7 @@ BUILTINS: dict[str, str] = {
     "confidence": "sglang_stop.scorers.heuristics:ConfidenceScorer",
     "entropy": "sglang_stop.scorers.heuristics:EntropyScorer",
     "logprob": "sglang_stop.scorers.heuristics:LogprobScorer",
+    "diversity": "sglang_stop.scorers.diversity:DiversityScorer",
     "stop": "sglang_stop.scorers.stop.scorer:StopScorer",
 }
 ENTRY_POINT_GROUP = "sglang_stop.scorers"

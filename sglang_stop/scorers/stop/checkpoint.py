@@ -1,13 +1,18 @@
 """STOP checkpoints in the authors' release layout, written atomically and checked on load.
 
 ```
-adapter/adapter_config.json        peft LoraConfig
-adapter/adapter_model.safetensors  LoRA A/B under peft's key names (``...q_proj.lora_A.weight``)
+adapter/classifier/adapter_config.json        peft LoraConfig (peft's folder for an adapter named "classifier")
+adapter/classifier/adapter_model.safetensors  LoRA A/B under peft's key names (``...q_proj.lora_A.weight``)
 classifier_head.pth                Linear(hidden, 2) state dict
 assess_token_embedding.pth         {"assess_token", "special_token_id", "input_embedding": [hidden], ...}
 assess_token_config.json           {"assess_token", "special_token_id", "num_assess_tokens", ...} + ours
 tokenizer/                         the base tokenizer with [STOP] added
 ```
+This is what the authors' inference harness reads (bijiaxihh/STOP ``src/inference.py``: the LoRA from
+``adapter/classifier/``; ``special_token_id`` from ``assess_token_config.json``, which it appends k times
+to a prefix and refuses when negative). Without a tokenizer the id is the base's vocabulary size, the id
+[STOP] gets when appended to a tokenizer as large as the embedding table. Checkpoints written before
+(``adapter/`` directly) still load.
 ``base_model`` records the base's shapes and identity (name, weights hash); another base is refused.
 The authors' own releases (``adapter/classifier/adapter_model.bin``, no ``base_model`` block) load too,
 with one ``warning:`` line that the base could not be verified. Unreadable files are one UserError.
@@ -31,6 +36,7 @@ from sglang_stop.scorers.stop.net import StopNet, StopNetConfig
 
 CHECKPOINT_SCHEMA = 1
 PEFT_PREFIX = "base_model.model."
+ADAPTER_DIR = "adapter/classifier"  # where save_checkpoint writes the LoRA (the authors' layout)
 
 
 class BaseModelInfo(BaseModel):
@@ -151,7 +157,7 @@ def save_checkpoint(
     base = BaseModelInfo.of(model)
     with atomic_dir(dest) as tmp:
         cfg = net.cfg
-        special_id = -1
+        special_id = base.vocab_size  # the id an appended [STOP] gets; a tokenizer says exactly
         if tokenizer is not None:
             tok = _copy_tokenizer(tokenizer)
             tok.add_tokens(["[STOP]"], special_tokens=True)
@@ -167,12 +173,12 @@ def save_checkpoint(
                 task_type="CAUSAL_LM",
                 base_model_name_or_path=base.name_or_path,
             )
-            lcfg.save_pretrained(str(tmp / "adapter"))
+            lcfg.save_pretrained(str(tmp / ADAPTER_DIR))
             tensors = {}
             for name, a, b in zip(net.module_names, net.lora_A, net.lora_B):
                 tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = a.detach().float().cpu().contiguous()
                 tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = b.detach().float().cpu().contiguous()
-            save_file(tensors, str(tmp / "adapter" / "adapter_model.safetensors"))
+            save_file(tensors, str(tmp / ADAPTER_DIR / "adapter_model.safetensors"))
         torch.save({k: v.detach().float().cpu() for k, v in net.head.state_dict().items()}, tmp / "classifier_head.pth")
         torch.save(
             {
@@ -217,7 +223,7 @@ def read_config(path: str | Path) -> AssessTokenConfig:
 
 
 def _adapter_dir(p: Path) -> Path | None:
-    for d in (p / "adapter", p / "adapter" / "classifier"):
+    for d in (p / ADAPTER_DIR, p / "adapter"):
         if (d / "adapter_config.json").is_file():
             return d
     return None
@@ -318,7 +324,7 @@ def load_checkpoint(path: str | Path, model: Any) -> StopNet:
     ad = _adapter_dir(p)
     if meta.mode == "adapter":
         if ad is None:
-            raise UserError(f"{p / 'adapter'}: missing adapter_config.json (peft adapter)")
+            raise UserError(f"{p / ADAPTER_DIR}: missing adapter_config.json (peft adapter)")
         acfg = read_adapter_config(ad)
         cfg_kwargs.update(lora_r=int(acfg["r"]), lora_alpha=float(acfg["lora_alpha"]),
                           lora_dropout=acfg.get("lora_dropout") or 0.0, target_modules=acfg["target_modules"])
