@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from advisor.calibration import CalibRecord, load_calibration
+from sglang_stop.advisor.calibration import CalibRecord, load_calibration
 from sglang_stop.aggregate import majority_vote
 from sglang_stop.policy import kept_positions, vote_weights
 from sglang_stop.config import RuntimeConfig

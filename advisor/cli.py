@@ -117,7 +117,7 @@ def _calib_opt(f: Any) -> Any:
 
 
 def _load(calib: tuple[str, ...]) -> Any:
-    from advisor.calibration import load_calibration
+    from sglang_stop.advisor.calibration import load_calibration
 
     cs = load_calibration(list(calib))
     for w in cs.warnings:
@@ -156,7 +156,7 @@ def main() -> None:
 def guideline(budget: float, prefix_len: float, task_len: float, constants: str, as_json: bool) -> None:
     """The paper's guideline (its Eq 7) for the keep ratio: 1/gamma = a * C^b * Lp^c * Lt^-d, in units
     of 1024 tokens."""
-    from advisor.guideline import inverse_ratio, load_constants
+    from sglang_stop.advisor.guideline import inverse_ratio, load_constants
 
     for opt, v in (("--budget", budget), ("--prefix-len", prefix_len), ("--task-len", task_len)):
         _tokens(opt, v)
@@ -174,9 +174,9 @@ def guideline(budget: float, prefix_len: float, task_len: float, constants: str,
 @click.option("--json", "as_json", is_flag=True)
 def fit(calib: tuple[str, ...], out: str, scorer: str | None, seed: int, as_json: bool) -> None:
     """Fit the guideline's constants to replayed optima (constants that cannot vary stay at the paper's)."""
-    from advisor.fitdata import fit_points
-    from advisor.guideline import fit as do_fit
-    from advisor.guideline import save_constants
+    from sglang_stop.advisor.fitdata import fit_points
+    from sglang_stop.advisor.guideline import fit as do_fit
+    from sglang_stop.advisor.guideline import save_constants
 
     cs = _load(calib)
     pts = fit_points(cs, scorer=scorer, seed=seed)
@@ -203,7 +203,7 @@ def fit(calib: tuple[str, ...], out: str, scorer: str | None, seed: int, as_json
 def replay(calib: tuple[str, ...], n: int, stages: tuple[str, ...], scorer: str, aggregation: str, draws: int,
            first_paths: bool, seed: int, as_json: bool) -> None:
     """Replay one policy on calibration paths: accuracy and tokens per problem with 95% intervals."""
-    from advisor.replay import Replayer, ReplayConfig, Stage, policy_notes
+    from sglang_stop.advisor.replay import Replayer, ReplayConfig, Stage, policy_notes
 
     _at_least("--n", n)
     _at_least("--draws", draws)
@@ -270,8 +270,8 @@ def _stages_fit(cs: Any, max_stages: int) -> None:
 
 
 def _setup(calib: tuple[str, ...], seed: int, max_stages: int, scorers: str | None, draws: int) -> Any:
-    from advisor.replay import Replayer
-    from advisor.search import default_space
+    from sglang_stop.advisor.replay import Replayer
+    from sglang_stop.advisor.search import default_space
 
     cs = _load(calib)
     _stages_fit(cs, max_stages)
@@ -301,9 +301,9 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
               trials: int, seed: int, storage: str | None, study_name: str | None, heartbeat: int, max_stages: int,
               scorers: str | None, draws: int, polish_rounds: int, as_json: bool) -> None:
     """Search under a budget and write a config `sglang-stop run --config` accepts as is."""
-    from advisor.noise import noise_notes, noise_report
-    from advisor.recommend import to_runtime_config
-    from advisor.search import check_budget, run_study, select
+    from sglang_stop.advisor.noise import noise_notes, noise_report
+    from sglang_stop.advisor.recommend import to_runtime_config
+    from sglang_stop.advisor.search import check_budget, run_study, select
     from sglang_stop.config import dump_config
 
     _tokens("--budget", budget)
@@ -354,8 +354,8 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
 def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, study_name: str | None, heartbeat: int,
            max_stages: int, scorers: str | None, draws: int, exhaustive: bool, as_json: bool) -> None:
     """Accuracy vs tokens trade-off: the non-dominated configs, cheapest first."""
-    from advisor.search import exhaustive as run_grid
-    from advisor.search import pareto_front, run_study
+    from sglang_stop.advisor.search import exhaustive as run_grid
+    from sglang_stop.advisor.search import pareto_front, run_study
 
     _check_search(None if exhaustive else trials, draws, max_stages, storage)
     ctx = click.get_current_context()
@@ -389,8 +389,8 @@ def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, 
 @click.option("--json", "as_json", is_flag=True)
 def plot(calib: tuple[str, ...], out: str, budget: float | None, max_stages: int, draws: int, seed: int, as_json: bool) -> None:
     """PNG: best replayed accuracy vs budget per scorer, and the Pareto front (exhaustive grid)."""
-    from advisor.plots import plot_results
-    from advisor.search import exhaustive
+    from sglang_stop.advisor.plots import plot_results
+    from sglang_stop.advisor.search import exhaustive
 
     if budget is not None:
         _tokens("--budget", budget)
@@ -417,7 +417,7 @@ def plot(calib: tuple[str, ...], out: str, budget: float | None, max_stages: int
 def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, splits: int, trials: int, seed: int,
            max_stages: int, draws: int, selections: tuple[str, ...], as_json: bool) -> None:
     """Benchmark: recommend on training problems, compare with the exhaustive grid's best on held-out ones."""
-    from advisor.validate import holdout_regret
+    from sglang_stop.advisor.validate import holdout_regret
 
     for b in budgets:
         _tokens("--budget", b)
@@ -463,7 +463,7 @@ def regret(calib: tuple[str, ...], budgets: tuple[float, ...], holdout: float, s
 def check(config_path: str, results: str, calib: tuple[str, ...], unverified: bool, as_json: bool) -> None:
     """Predicted vs measured for a real run of a recommended config (and, with --calib, exactness).
     Results made with another config (n, stages, scorer, vote, sampling, ...) are refused."""
-    from advisor.check import check_exact, check_prediction, load_results, verify_results
+    from sglang_stop.advisor.check import check_exact, check_prediction, load_results, verify_results
     from sglang_stop.config import load_config
 
     cfg = load_config(config_path)
@@ -501,7 +501,7 @@ def check(config_path: str, results: str, calib: tuple[str, ...], unverified: bo
 @click.option("--json", "as_json", is_flag=True)
 def synth(out: str, problems: int, preset: str, seed: int, as_json: bool) -> None:
     """Write a synthetic calibration set (a demo and test fixture; not a measurement)."""
-    from advisor.synthetic import write_synthetic
+    from sglang_stop.advisor.synthetic import write_synthetic
 
     _at_least("--problems", problems)
     n = write_synthetic(out, problems, preset=preset, seed=seed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from advisor.calibration import CalibRecord
+from sglang_stop.advisor.calibration import CalibRecord
 from sglang_stop.io import Closing, JsonlAppender, RecordHeader, open_records
 
 

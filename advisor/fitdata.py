@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from advisor.calibration import CalibrationSet
-from advisor.guideline import GuidelinePoint
-from advisor.replay import Replayer
-from advisor.search import default_space, make_config
+from sglang_stop.advisor.calibration import CalibrationSet
+from sglang_stop.advisor.guideline import GuidelinePoint
+from sglang_stop.advisor.replay import Replayer
+from sglang_stop.advisor.search import default_space, make_config
 from sglang_stop.errors import UserError
 
 FIT_RATIOS = [1 / 2, 1 / 3, 1 / 4, 1 / 6, 1 / 8, 1 / 12, 1 / 16, 1 / 24, 1 / 32, 1 / 48, 1 / 64]

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from advisor.replay import Replayer, ReplayConfig, ReplayResult
+from sglang_stop.advisor.replay import Replayer, ReplayConfig, ReplayResult
 
 Z = 1.96
 

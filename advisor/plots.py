@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from advisor.replay import ReplayConfig, ReplayResult
-from advisor.search import best_under_budget, pareto_front
+from sglang_stop.advisor.replay import ReplayConfig, ReplayResult
+from sglang_stop.advisor.search import best_under_budget, pareto_front
 from sglang_stop.io import atomic_write_bytes
 
 #: Pareto points annotated at most (evenly spread, cheapest and most accurate always); the rest

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from advisor import __version__
-from advisor.calibration import CalibrationSet
-from advisor.replay import ReplayResult
+from sglang_stop.advisor import __version__
+from sglang_stop.advisor.calibration import CalibrationSet
+from sglang_stop.advisor.replay import ReplayResult
 from sglang_stop.config import (
     AggregationConfig,
     PruneStage,

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from advisor.calibration import CalibrationSet
+from sglang_stop.advisor.calibration import CalibrationSet
 from sglang_stop import policy
 from sglang_stop.errors import UserError
 

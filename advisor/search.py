@@ -28,8 +28,8 @@ from typing import Any
 import optuna
 from pydantic import BaseModel, Field
 
-from advisor.calibration import CalibrationSet
-from advisor.replay import Replayer, ReplayConfig, ReplayResult, Stage, keep_count
+from sglang_stop.advisor.calibration import CalibrationSet
+from sglang_stop.advisor.replay import Replayer, ReplayConfig, ReplayResult, Stage, keep_count
 from sglang_stop.errors import UserError
 
 DEFAULT_KEEP_RATIOS = [0.5, 0.25, 0.125, 0.0625, 0.03125]

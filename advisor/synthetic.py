@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from advisor.calibration import CalibPath, CalibRecord
+from sglang_stop.advisor.calibration import CalibPath, CalibRecord
 from sglang_stop.config import ModelSpec, SamplingConfig
 from sglang_stop.io import atomic_write_text
 

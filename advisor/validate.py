@@ -14,9 +14,9 @@ import time
 import numpy as np
 from pydantic import BaseModel
 
-from advisor.calibration import CalibrationSet
-from advisor.replay import Replayer
-from advisor.search import best_under_budget, check_budget, default_space, exhaustive, run_study, select
+from sglang_stop.advisor.calibration import CalibrationSet
+from sglang_stop.advisor.replay import Replayer
+from sglang_stop.advisor.search import best_under_budget, check_budget, default_space, exhaustive, run_study, select
 
 
 class RegretRow(BaseModel):

@@ -154,8 +154,8 @@ def collect(
     progress: bool = False,
 ) -> int:
     """Append a CalibRecord per problem not yet in ``out``; returns how many were added."""
-    from advisor.calibration import CalibPath, CalibRecord
-    from advisor.collect import CalibrationWriter
+    from sglang_stop.advisor.calibration import CalibPath, CalibRecord
+    from sglang_stop.advisor.collect import CalibrationWriter
 
     lens = preflight(base, task, out=out, n_max=n_max, prefix_lens=prefix_lens, scorers=scorers)
     recorded = _recorded(scorers)

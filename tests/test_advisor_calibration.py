@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from advisor.calibration import CalibRecord, load_calibration
-from advisor.synthetic import synthetic_records, write_synthetic
+from sglang_stop.advisor.calibration import CalibRecord, load_calibration
+from sglang_stop.advisor.synthetic import synthetic_records, write_synthetic
 from sglang_stop.errors import UserError
 
 
@@ -83,7 +83,7 @@ def test_record_model_rejects_virtual_scorer_and_nan():
 
 
 def test_writer_resumes_and_drops_torn_tail(tmp_path):
-    from advisor.collect import CalibrationWriter
+    from sglang_stop.advisor.collect import CalibrationWriter
 
     f = tmp_path / "c.jsonl"
     recs = synthetic_records(3, preset="testbed", seed=0)
@@ -102,7 +102,7 @@ def test_writer_resumes_and_drops_torn_tail(tmp_path):
 def test_gzipped_set_loads_and_errors_name_its_line(tmp_path):
     import gzip
 
-    from advisor.collect import CalibrationWriter
+    from sglang_stop.advisor.collect import CalibrationWriter
 
     plain, packed = tmp_path / "c.jsonl", tmp_path / "c.jsonl.gz"
     write_synthetic(plain, 4, preset="testbed", seed=1)

@@ -7,8 +7,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from advisor.cli import main
-from advisor.synthetic import write_synthetic
+from sglang_stop.advisor.cli import main
+from sglang_stop.advisor.synthetic import write_synthetic
 from sglang_stop.config import RuntimeConfig, load_config
 
 
@@ -252,8 +252,8 @@ def test_plot_ticks_are_plain_tokens_and_points_are_labelled():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from advisor.plots import _token_axis, short_label
-    from advisor.replay import ReplayConfig, Stage
+    from sglang_stop.advisor.plots import _token_axis, short_label
+    from sglang_stop.advisor.replay import ReplayConfig, Stage
 
     for lo, hi, want in ((30, 500, {"50", "100", "200", "500"}), (150, 2000, {"200", "500", "1,000", "2,000"}),
                          (1000, 200_000, {"1,000", "10,000", "100,000"})):

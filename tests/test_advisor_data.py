@@ -11,8 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from advisor.calibration import load_calibration
-from advisor.cli import main
+from sglang_stop.advisor.calibration import load_calibration
+from sglang_stop.advisor.cli import main
 from sglang_stop.config import RuntimeConfig, load_config
 
 DATA = Path(__file__).resolve().parents[1] / "advisor" / "data"

@@ -27,7 +27,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from advisor.search import _is_polish, open_storage
+from sglang_stop.advisor.search import _is_polish, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = ROOT / "advisor" / "data" / "testbed-calib.jsonl.gz"
@@ -38,7 +38,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def _recommend(storage: str, name: str, out: Path, polish: int) -> list[str]:
-    return [sys.executable, "-m", "advisor.cli", "recommend", "--calib", str(CALIB), "--budget", str(BUDGET),
+    return [sys.executable, "-m", "sglang_stop.advisor.cli", "recommend", "--calib", str(CALIB), "--budget", str(BUDGET),
             "--out", str(out), "--trials", str(TRIALS), "--draws", str(DRAWS), "--scorers", "stop",
             "--storage", storage, "--study-name", name, "--heartbeat", "1", "--polish-rounds", str(polish),
             "--json"]
@@ -120,9 +120,9 @@ def _scenario(storage: str, tmp: Path, polish: int = 0) -> None:
         assert len({t.user_attrs["worker"] for t in polished}) >= 2
 
     # The selection re-run here on the finished study = every surviving worker's recommendation.
-    from advisor.calibration import load_calibration
-    from advisor.replay import Replayer
-    from advisor.search import _results, default_space, run_study, select
+    from sglang_stop.advisor.calibration import load_calibration
+    from sglang_stop.advisor.replay import Replayer
+    from sglang_stop.advisor.search import _results, default_space, run_study, select
 
     rep = Replayer(load_calibration([str(CALIB)]), draws=DRAWS, seed=0)
     best = select(_results(study, rep), BUDGET)
@@ -221,7 +221,7 @@ def test_four_workers_postgresql(postgres_url: str, tmp_path: Path) -> None:
 def test_heartbeat_without_storage_is_named_as_ignored(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from advisor.cli import main
+    from sglang_stop.advisor.cli import main
 
     r = CliRunner().invoke(main, ["recommend", "--calib", str(CALIB), "--budget", str(BUDGET), "--out",
                                   str(tmp_path / "r.yaml"), "--trials", "2", "--draws", "2", "--scorers", "stop",
@@ -236,9 +236,9 @@ def test_heartbeat_without_storage_is_named_as_ignored(tmp_path: Path) -> None:
 
 def test_journal_pareto_resumes_to_the_requested_count(fast_tmp: Path) -> None:
     """NSGA-II on a journal file: a second worker run tops the study up to --trials, no more."""
-    from advisor.calibration import load_calibration
-    from advisor.replay import Replayer
-    from advisor.search import default_space, run_study
+    from sglang_stop.advisor.calibration import load_calibration
+    from sglang_stop.advisor.replay import Replayer
+    from sglang_stop.advisor.search import default_space, run_study
 
     cs = load_calibration([str(CALIB)])
     rep, space = Replayer(cs, draws=2, seed=0), default_space(cs, scorers=["stop"])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from advisor.cli import main
-from advisor.guideline import PAPER, GuidelineConstants, GuidelinePoint, fit, inverse_ratio, load_constants, save_constants
+from sglang_stop.advisor.cli import main
+from sglang_stop.advisor.guideline import PAPER, GuidelineConstants, GuidelinePoint, fit, inverse_ratio, load_constants, save_constants
 from sglang_stop.errors import UserError
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from advisor.calibration import CalibPath, CalibRecord, from_records
-from advisor.noise import noise_notes, noise_report, paired_diff
-from advisor.replay import Replayer, ReplayConfig, Stage
+from sglang_stop.advisor.calibration import CalibPath, CalibRecord, from_records
+from sglang_stop.advisor.noise import noise_notes, noise_report, paired_diff
+from sglang_stop.advisor.replay import Replayer, ReplayConfig, Stage
 from sglang_stop.config import SamplingConfig
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advisor.calibration import CalibPath, CalibRecord, from_records
-from advisor.replay import Replayer, ReplayConfig, Stage
+from sglang_stop.advisor.calibration import CalibPath, CalibRecord, from_records
+from sglang_stop.advisor.replay import Replayer, ReplayConfig, Stage
 from sglang_stop.config import SamplingConfig
 from sglang_stop.errors import UserError
 
@@ -54,7 +54,7 @@ def test_exact_accuracy_and_tokens(rep, stages, agg, acc, tokens):
 def test_weighted_vote_refused_for_negative_scores_as_the_runtime_does():
     # sglang_stop.aggregate rejects negative weights (ValueError mid-run), so the replay refuses the
     # policy and the search space turns weighted into majority for such a scorer.
-    from advisor.search import default_space, grid
+    from sglang_stop.advisor.search import default_space, grid
     from sglang_stop.aggregate import majority_vote
 
     with pytest.raises(ValueError, match="must be finite and >= 0"):
@@ -74,7 +74,7 @@ def test_weighted_vote_refused_for_negative_scores_as_the_runtime_does():
 def test_finished_paths_need_no_scores():
     rec = _rec(PATHS).model_dump()
     rec["paths"][3]["scores"] = {}  # finished at 8 tokens: never scored by the runtime
-    from advisor.calibration import CalibRecord
+    from sglang_stop.advisor.calibration import CalibRecord
 
     r = Replayer(from_records([CalibRecord.model_validate(rec)]), draws=4, bootstrap=10)
     assert r.evaluate(_cfg(((10, 1),))).tokens == 78
@@ -130,7 +130,7 @@ def test_first_paths_replays_the_recorded_order_with_index_tie_break():
 
 
 def test_policy_notes_refuse_impossible_stages_and_name_dropped_ones():
-    from advisor.replay import policy_notes
+    from sglang_stop.advisor.replay import policy_notes
 
     with pytest.raises(UserError, match=r"--stage 10:9: keeps 9 paths, but only 8 are alive with --n 8"):
         policy_notes(_cfg(((10, 9),), n=8))

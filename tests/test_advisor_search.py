@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from advisor.calibration import from_records
-from advisor.replay import Replayer
-from advisor.search import (
+from sglang_stop.advisor.calibration import from_records
+from sglang_stop.advisor.replay import Replayer
+from sglang_stop.advisor.search import (
     best_under_budget,
     check_budget,
     default_space,
@@ -14,7 +14,7 @@ from advisor.search import (
     pareto_front,
     run_study,
 )
-from advisor.synthetic import synthetic_records
+from sglang_stop.advisor.synthetic import synthetic_records
 from sglang_stop.errors import UserError
 
 
@@ -88,7 +88,7 @@ def test_objective_tokens_is_cheaper_within_tolerance(calib):
 
 
 def test_holdout_regret_rows(calib):
-    from advisor.validate import holdout_regret
+    from sglang_stop.advisor.validate import holdout_regret
 
     rows = holdout_regret(calib, [800.0], trials=10, draws=8)
     (r,) = rows
@@ -97,7 +97,7 @@ def test_holdout_regret_rows(calib):
 
 
 def test_robust_selection_prefers_a_good_neighbourhood(calib):
-    from advisor.search import config_neighbours, select
+    from sglang_stop.advisor.search import config_neighbours, select
 
     rep = Replayer(calib, draws=16, bootstrap=50)
     sp = default_space(calib)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from advisor.calibration import load_calibration
+from sglang_stop.advisor.calibration import load_calibration
 from sglang_stop.backends.local import LocalBackend
 from sglang_stop.calibrate import collect
 from sglang_stop.config import RuntimeConfig
@@ -63,7 +63,7 @@ def test_collect_records_every_scorer_and_resumes(tiny_lm, tmp_path):
 def test_pruned_run_matches_exact_replay_of_calibration(tiny_lm, tmp_path):
     """A pruned run with the calibration's seed samples the first N recorded paths: the advisor's
     per-problem replay (runtime rules) must give its tokens and voted answer exactly."""
-    from advisor.check import check_exact
+    from sglang_stop.advisor.check import check_exact
     from sglang_stop.runner import run_problems
 
     task = raw_task(tmp_path, [(f"Q{i}*2=", str(2 * i)) for i in range(4)])

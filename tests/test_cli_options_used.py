@@ -14,7 +14,7 @@ from tests.test_cli_walk import all_commands
 
 
 def command(path: str) -> click.Command:
-    from advisor.cli import main as advise
+    from sglang_stop.advisor.cli import main as advise
     from sglang_stop.cli import cli
 
     prog, *parts = path.split()

@@ -51,7 +51,7 @@ ELSEWHERE = {"sglang-stop serve"}
 
 
 def all_commands() -> list[str]:
-    from advisor.cli import main as advise
+    from sglang_stop.advisor.cli import main as advise
     from sglang_stop.cli import cli
 
     out: list[str] = []

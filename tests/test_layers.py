@@ -20,16 +20,18 @@ LAYERS: list[list[str]] = [
     ["sglang_stop.tasks", "sglang_stop.testbed", "sglang_stop.scorers", "sglang_stop.backends"],
     ["sglang_stop.program", "sglang_stop.fleet"],
     ["sglang_stop.runner", "sglang_stop.bench", "sglang_stop.training", "sglang_stop.testbed.train",
-     "sglang_stop.testbed.evaluate", "sglang_stop.report", "sglang_stop.calibrate", "advisor"],
+     "sglang_stop.testbed.evaluate", "sglang_stop.report", "sglang_stop.calibrate", "sglang_stop.advisor"],
     ["sglang_stop.api", "sglang_stop.run_command", "sglang_stop.serve", "sglang_stop.srt"],
     ["sglang_stop", "sglang_stop.cli_errors", "sglang_stop.cli", "sglang_stop.report_cli",
-     "sglang_stop.training.cli", "advisor.cli", "sglang_stop.serve.cli", "sglang_stop.serve.__main__"],
+     "sglang_stop.training.cli", "sglang_stop.advisor.cli", "sglang_stop.serve.cli", "sglang_stop.serve.__main__"],
 ]
 
 
 def module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
     parts = list(rel.parts)
+    if parts[0] == "advisor":  # the top-level folder installs as sglang_stop.advisor (pyproject package-dir)
+        parts.insert(0, "sglang_stop")
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
@@ -61,7 +63,7 @@ def imports(path: Path, mod: str) -> set[str]:
                 target = node.module or ""
             out.add(target)
             out.update(f"{target}.{a.name}" for a in node.names)
-    return {m for m in out if m.split(".")[0] in ("sglang_stop", "advisor")}
+    return {m for m in out if m.split(".")[0] == "sglang_stop"}
 
 
 def package_modules() -> dict[str, Path]:

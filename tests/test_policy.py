@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from advisor.replay import keep_count as replay_keep_count
+from sglang_stop.advisor.replay import keep_count as replay_keep_count
 from sglang_stop.config import PruneStage
 from sglang_stop.policy import keep_count, rank_paths, vote_weights
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TESTBED = ROOT / "sglang_stop" / "assets" / "testbed"
 TESTBED_STOP = ROOT / "sglang_stop" / "assets" / "testbed-stop"
 
-ENTRY = {"sglang-stop": "sglang_stop.cli", "stop-advise": "advisor.cli"}
+ENTRY = {"sglang-stop": "sglang_stop.cli", "stop-advise": "sglang_stop.advisor.cli"}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from tests.battery import TESTBED, Case, run_cli
 
 def _synth(tmp: Path) -> dict[str, str]:
     """A small synthetic calibration set (6 problems x 16 paths, prune points 32, 64, 96, 128)."""
-    from advisor.synthetic import write_synthetic
+    from sglang_stop.advisor.synthetic import write_synthetic
 
     f = tmp / "calib.jsonl"
     write_synthetic(f, 6, preset="testbed", seed=1)
