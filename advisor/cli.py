@@ -25,7 +25,7 @@ class _Group(click.Group):
     exit 2 (never a traceback, never a multi-line usage dump)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """The console script and ``python -m advisor.cli`` run under the project's one CLI policy
+        """The console script and ``python -m sglang_stop.advisor.cli`` run under the project's one CLI policy
         (sglang_stop.cli_errors: signals end with one line and 130/143, a bug keeps its traceback).
         Tests that call ``main.main(...)`` through click's CliRunner are unaffected."""
         from sglang_stop.cli_errors import run_cli_group
