@@ -24,9 +24,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from sglang_stop.backends.base import TokenUsage
-from sglang_stop.backends.endpoint import CONNECT_TIMEOUT_S, ServerError, StopEndpoint
+from sglang_stop.backends.endpoint import CONNECT_TIMEOUT_S, POOL_SIZE, ServerError, StopEndpoint
 from sglang_stop.errors import UserError
 
 ROUTING_HEADER = "x-smg-routing-key"  # sglang-router's sticky key (policy "manual")
@@ -128,8 +130,13 @@ class WorkerEndpoint(StopEndpoint):
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         session = RoutingSession()
-        for prefix, adapter in self._session.adapters.items():
-            session.mount(prefix, adapter)
+        # One retry of a request whose pooled keep-alive connection the server had just closed (uvicorn
+        # drops idle ones after 5 s: with several workers one sits idle while the others work). A crashed
+        # server refuses the retry, which still ends in one line.
+        retry = Retry(total=1, connect=0, read=1, status=0, other=0, allowed_methods=None, raise_on_status=False)
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, HTTPAdapter(pool_maxsize=POOL_SIZE, max_retries=retry))
+        self._session.close()
         self._session = session
         self.routing = session
 
@@ -151,6 +158,7 @@ class FleetEndpoint:
         self.first = self.endpoints[fleet.workers[0]]
         self._lock = threading.Lock()
         self._owner: dict[str, tuple[str, WorkerEndpoint]] = {}  # executor sid -> (text when first seen, endpoint)
+        self._handles: dict[str, tuple[Any, WorkerEndpoint]] = {}  # executor sid -> (its Branch.handle, endpoint)
 
     def _endpoint(self, s: Any) -> WorkerEndpoint:
         exe = getattr(s, "stream_executor", s)
@@ -174,12 +182,18 @@ class FleetEndpoint:
         self._endpoint(exe).bind_branch(exe, index=index, seed=seed)
 
     def branch_view(self, exe: Any, index: int) -> Any:
-        return self._endpoint(exe).branch_view(exe, index)
+        ep = self._endpoint(exe)
+        view = ep.branch_view(exe, index)
+        with self._lock:  # stop_score gets the handle back and must find its worker
+            self._handles[getattr(exe, "stream_executor", exe).sid] = (view.handle, ep)
+        return view
 
     def release(self, exe: Any) -> None:
         self._endpoint(exe).release(exe)
+        sid = getattr(exe, "stream_executor", exe).sid
         with self._lock:
-            self._owner.pop(getattr(exe, "stream_executor", exe).sid, None)
+            self._owner.pop(sid, None)
+            self._handles.pop(sid, None)
 
     def end_program(self, s: Any) -> None:
         for exe in s if isinstance(s, list) else [s]:
@@ -187,11 +201,14 @@ class FleetEndpoint:
 
     def stop_score(self, handles: Sequence[Any]) -> list[float]:
         """Each handle scored on the worker that holds it (one batched call per worker)."""
+        with self._lock:
+            known = list(self._handles.values())
+        owner = [next((ep for k, ep in known if k is h), None) for h in handles]
         out: dict[int, float] = {}
         for ep in self.endpoints.values():
-            mine = [(i, h) for i, h in enumerate(handles) if any(h is st for st in list(ep._states.values()))]
+            mine = [i for i, o in enumerate(owner) if o is ep]
             if mine:
-                out.update(zip((i for i, _ in mine), ep.stop_score([h for _, h in mine])))
+                out.update(zip(mine, ep.stop_score([handles[i] for i in mine])))
         if len(out) != len(handles):
             raise RuntimeError("stop_score: a branch handle no worker holds (released before scoring?)")
         return [out[i] for i in range(len(handles))]

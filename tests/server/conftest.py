@@ -89,13 +89,13 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def server(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def start_server(artifacts: Artifacts, log: Path, *extra: str) -> Server:
+    """Launch one real server on a free port and wait until it serves /stop/adapters (fails the test on
+    an early exit or a timeout, with the log's tail); the caller stops it with ``_stop(srv.proc)``."""
     py = server_python()
     if not py.exists():
         pytest.skip(f"server venv absent ({py}): run tests/server/install_server_venv.sh")
     port = _free_port()
-    log = tmp_path_factory.mktemp("server-log") / "server.log"
     env = dict(os.environ)
     env.update(
         PYTHONPATH=str(HERE / "standins"),
@@ -111,26 +111,40 @@ def server(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> It
         "--dtype", "float32", "--max-total-tokens", "16384", "--page-size", "1",
         "--enable-lora", "--lora-paths", f"stop={artifacts.adapter}", "--max-lora-rank", "8",
         "--lora-backend", "torch_native", "--return-hidden-states-mode", "last",
-        "--random-seed", "0",
+        "--random-seed", "0", *extra,
     ]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
     srv = Server(url=f"http://127.0.0.1:{port}", log=log, proc=proc)
-    deadline = time.monotonic() + START_TIMEOUT_S
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode} during start-up:\n{srv.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not healthy after {START_TIMEOUT_S:.0f}s:\n{srv.log_tail()}")
-            try:
-                if requests.get(srv.url + "/health", timeout=5).status_code == 200 and requests.get(
-                    srv.url + "/stop/adapters", timeout=5
-                ).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(2)
+        wait_healthy(srv, "/stop/adapters")
+    except BaseException:
+        _stop(proc)
+        raise
+    return srv
+
+
+def wait_healthy(srv: Server, path: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if srv.proc.poll() is not None:
+            pytest.fail(f"{srv.url} exited with {srv.proc.returncode} during start-up:\n{srv.log_tail()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{srv.url} not healthy after {START_TIMEOUT_S:.0f}s:\n{srv.log_tail()}")
+        try:
+            if requests.get(srv.url + "/health", timeout=5).status_code == 200 and requests.get(
+                srv.url + path, timeout=5
+            ).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(2)
+
+
+@pytest.fixture(scope="session")
+def server(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(artifacts, tmp_path_factory.mktemp("server-log") / "server.log")
+    try:
         yield srv
     finally:
-        _stop(proc)
+        _stop(srv.proc)

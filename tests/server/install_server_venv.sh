@@ -20,6 +20,9 @@ quiet() { grep -v -e '^WARNING: Location' -e 'dependency conflicts' -e 'requires
   numpy scipy aiohttp tqdm IPython interegular partial_json_parser sentencepiece==0.2.1 \
   dill jsonschema gguf openai==2.8.0 xgrammar==0.2.7 compressed-tensors==0.18.0 soundfile==0.13.1 \
   apache-tvm-ffi==0.1.11 2>&1 | quiet
+# The router for tests/server/test_router.py (a Rust binary in a wheel; its deps are already above).
+"${PIP[@]}" sglang-router==0.3.2 2>&1 | quiet
 # This package without its (frontend) deps: registers the sglang.srt.plugins entry point.
-"${PIP[@]}" --no-deps -e "$ROOT" 2>&1 | quiet
+# (setuptools' editable build prints a notice box on success: kept in a log, shown only on failure.)
+"${PIP[@]}" --no-deps -e "$ROOT" > "$VENV/install-self.log" 2>&1 || { cat "$VENV/install-self.log" >&2; exit 1; }
 "$VENV/bin/python" -c "import sglang, torch, transformers; print('server venv:', sglang.__version__, torch.__version__, transformers.__version__)"
