@@ -87,6 +87,24 @@ class ConsensusConfig(_Strict):
     chunk_tokens: int = Field(32, ge=1, description="paths are checked every this many tokens")
 
 
+class OnlineConfig(_Strict):
+    """DeepConf's online mode (facebookresearch/deepconf, deepconf-online.py): the first ``warmup`` paths
+    run to the end and set the bar at the ``percentile`` of their lowest group confidence (token confidence
+    -mean of the top-k logprobs, group = ``window``-token sliding mean); every other path stops as soon as
+    its last ``window`` tokens' mean confidence falls below the bar. A path whose lowest group confidence
+    is below the bar (stopped, or a warmup path) does not vote. The rule: policy.online_*."""
+
+    warmup: int = Field(4, ge=1, description="paths run to the end first to set the bar (DeepConf: 16 of 256)")
+    percentile: float = Field(
+        90.0, ge=0, le=100, description="bar = this percentile of the warmup paths' lowest group confidence "
+        "(90: DeepConf-low, keeps about the top 10%; 10: DeepConf-high)"
+    )
+    window: int = Field(16, ge=1, description="group size in tokens (DeepConf: 2048)")
+    top_k: int = Field(20, ge=1, le=20, description="token confidence = -mean of the top-k logprobs (backends record 20)")
+    check_every: int = Field(1, ge=1, description="tokens between checks (1 = every token, as DeepConf; a "
+                             "path stopped mid-chunk has sampled the rest of the chunk)")
+
+
 class ModelSpec(_Strict):
     path: str | None = Field(
         None,
@@ -125,6 +143,7 @@ class RuntimeConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     consensus: ConsensusConfig | None = None
+    online: OnlineConfig | None = Field(None, description="DeepConf online early stopping instead of prune stages")
     model: ModelSpec = Field(default_factory=ModelSpec)
     task: str | None = Field(
         None,
@@ -172,6 +191,13 @@ class RuntimeConfig(_Strict):
             raise ValueError(
                 f"consensus.votes: {self.consensus.votes} exceeds n ({self.n}): no answer can get that many votes"
             )
+        if self.online is not None:
+            if self.stages:
+                raise ValueError("online: DeepConf's online mode stops paths itself; drop the stages")
+            if self.consensus is not None:
+                raise ValueError("online: not combined with consensus; give one of them")
+            if self.online.warmup > self.n:
+                raise ValueError(f"online.warmup: {self.online.warmup} exceeds n ({self.n})")
         if self.prompt is not None:
             problem = prompt_template_problem(self.prompt)
             if problem:

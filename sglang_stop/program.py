@@ -9,6 +9,8 @@ Rules shared with the advisor's offline replay (advisor/replay.py):
 - A path that ends (EOS) before a prune point is complete: it is not scored, costs nothing more,
   and votes. Each stage keeps ``stage.kept(#unfinished)`` of the paths still running.
 - Tokens = every sampled token of every path (prefixes of pruned paths included).
+- ``cfg.online`` (DeepConf's online mode) replaces the prune stages: warmup paths run to the end and set a
+  confidence bar; the others stop when their window confidence falls below it (policy.online_*).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from pydantic import BaseModel, Field
 
 from sglang_stop.aggregate import majority_vote
 from sglang_stop.config import RuntimeConfig
-from sglang_stop.policy import kept_positions, vote_weights
+from sglang_stop.config import OnlineConfig
+from sglang_stop.policy import kept_positions, lowest_window_mean, online_stop_at, online_threshold, online_votes, vote_weights
 from sglang_stop.backends.base import Branch
 from sglang_stop.scorers.base import ScoreContext, Scorer
+from sglang_stop.scorers.heuristics import token_confidences
 
 # SGLang's executor thread warns with a full traceback for every failed branch; the program re-raises
 # that error to its caller (which reports it once), so the per-branch copies are noise.
@@ -40,7 +44,13 @@ class PathRecord(BaseModel):
     finished: bool  # ended with EOS (vs cut by length or pruned)
     pruned_at: int | None = None  # stage index where it was pruned
     stopped_by_consensus: bool = False
+    below_conf_bar: bool = False  # online mode: stopped below the bar, or a warmup path that ended below it
     scores: list[float] = Field(default_factory=list)  # one per stage it was scored at
+
+    @property
+    def votes(self) -> bool:
+        """Whether this path's answer enters the vote."""
+        return self.pruned_at is None and not self.stopped_by_consensus and not self.below_conf_bar
 
 
 class ProgramResult(BaseModel):
@@ -48,6 +58,38 @@ class ProgramResult(BaseModel):
     tokens: int
     paths: list[PathRecord]
     votes: dict[str, float]
+    conf_bar: float | None = None  # online mode: the warmup paths' bar
+
+
+def _online(
+    states: list[Any], view: Callable[[Any], Branch], close: Callable[..., None], cfg: RuntimeConfig, on: OnlineConfig
+) -> tuple[list[Any], dict[int, float], float]:
+    """DeepConf's online mode. Returns the paths that ran to the end (warmup included), each path's lowest
+    group confidence (scored paths: its vote weight), and the bar. Stopped paths are closed here."""
+    max_new = cfg.sampling.max_new_tokens
+    warm, running = states[: on.warmup], states[on.warmup :]
+    _run_segment(warm, "warmup", cfg, max_new)
+    lowest = {view(st).index: lowest_window_mean(token_confidences(view(st), on.top_k), on.window) for st in warm}
+    bar = online_threshold(list(lowest.values()), on.percentile)
+    done, generated, checked = list(warm), 0, {id(st): 0 for st in running}
+    while running and generated < max_new:
+        step = min(on.check_every, max_new - generated)
+        _run_segment(running, f"online{generated}", cfg, step)
+        generated += step
+        still = []
+        for st in running:
+            v = view(st)
+            confs = token_confidences(v, on.top_k)
+            lowest[v.index] = lowest_window_mean(confs, on.window)
+            if online_stop_at(confs, on.window, bar, start=checked[id(st)]) is not None:
+                close(st, below_conf_bar=True)
+            elif v.finished:
+                done.append(st)
+            else:
+                still.append(st)
+            checked[id(st)] = len(confs)
+        running = still
+    return done + running, lowest, bar
 
 
 def branch_seed(seed: int, problem_key: str, index: int) -> int:
@@ -124,6 +166,17 @@ def parallel_reasoning(
         generated = 0
         max_new = cfg.sampling.max_new_tokens
         last_scores: dict[int, float] = {}
+        conf_bar: float | None = None
+        if cfg.online is not None:
+            finished, lowest, conf_bar = _online(running, view, close, cfg, cfg.online)
+            for st in finished:
+                i = view(st).index
+                if online_votes(lowest[i], conf_bar):
+                    last_scores[i] = lowest[i]
+                    close(st)
+                else:
+                    close(st, below_conf_bar=True)
+            running = []
         for si, stage in enumerate(cfg.stages if scorer.prunes else []):
             _run_segment(running, f"seg{si}", cfg, stage.prefix_len - generated)
             generated = stage.prefix_len
@@ -184,7 +237,7 @@ def parallel_reasoning(
         for st in open_states.values():
             st.stream_executor.end()
     paths = [records[i] for i in sorted(records)]
-    voters = [p for p in paths if p.pruned_at is None and not p.stopped_by_consensus]
+    voters = [p for p in paths if p.votes]
     answers = [p.answer for p in voters]
     weights = vote_weights(last_scores, [p.index for p in voters]) if cfg.aggregation.method == "weighted" else None
     answer = majority_vote(answers, weights)
@@ -192,4 +245,4 @@ def parallel_reasoning(
     for a, w in zip(answers, weights or [1.0] * len(answers)):
         if a is not None:
             votes[a] = votes.get(a, 0.0) + w
-    return ProgramResult(answer=answer, tokens=sum(p.tokens for p in paths), paths=paths, votes=votes)
+    return ProgramResult(answer=answer, tokens=sum(p.tokens for p in paths), paths=paths, votes=votes, conf_bar=conf_bar)

@@ -13,6 +13,9 @@ from sglang_stop.runner import run_problems
 from sglang_stop.tasks import Problem, Task
 
 
+ONLINE_ROW = "deepconf-online"
+
+
 class ScorerResult(BaseModel):
     accuracy: float
     ci_low: float
@@ -65,12 +68,18 @@ def run_compare_bench(
     boot: int = 2000,
     seed: int = 0,
     progress: bool = False,
+    online: dict[str, Any] | None = None,
 ) -> CompareBench:
+    """``online``: add a row ``deepconf-online`` (DeepConf's online mode with these options, no prune
+    stage, same N) beside the scorers."""
     out: dict[str, ScorerResult] = {}
     correct: dict[str, list[bool]] = {}
-    for name, opts in scorers.items():
-        stages = [] if name == "none" else [{"prefix_len": prefix_len, "keep": keep}]
-        cfg = RuntimeConfig.model_validate({**base.model_dump(), "stages": stages, "scorer": {"name": name, "options": opts}})
+    rows = {name: {"stages": [] if name == "none" else [{"prefix_len": prefix_len, "keep": keep}],
+                   "scorer": {"name": name, "options": opts}} for name, opts in scorers.items()}
+    if online is not None:
+        rows[ONLINE_ROW] = {"stages": [], "scorer": {"name": "none"}, "online": online}
+    for name, row in rows.items():
+        cfg = RuntimeConfig.model_validate({**base.model_dump(), **row})
         results, summary = run_problems(backend, task, problems, cfg, concurrency=concurrency, progress=progress,
                                         progress_desc=f"scorer {name}")
         correct[name] = [r.correct for r in results]
