@@ -41,6 +41,15 @@ def _best_of(fn: Any, repeats: int) -> tuple[float, Any]:
     return best, out
 
 
+def _cached_prefixes(model: Any, ids: torch.Tensor) -> tuple[list[list[int]], list[PrefixKV]]:
+    """The prefixes and the KV caches the runtime already holds for them (building them is not timed)."""
+    kvs = []
+    for row in ids:
+        out = model(row[None].to(next(model.parameters()).device), use_cache=True)
+        kvs.append(PrefixKV(token_ids=row.tolist(), past=tuple((ly.keys, ly.values) for ly in out.past_key_values.layers)))
+    return [r.tolist() for r in ids], kvs
+
+
 @torch.inference_mode()
 def run_scoring_bench(
     model: Any,
@@ -68,12 +77,7 @@ def run_scoring_bench(
     g = torch.Generator().manual_seed(seed)
     rows = []
     for L in prefix_lens:
-        ids = torch.randint(10, vocab, (batch, L), generator=g)
-        kvs = []
-        for row in ids:  # the runtime already holds these caches; building them is not timed
-            out = model(row[None].to(next(model.parameters()).device), use_cache=True)
-            kvs.append(PrefixKV(token_ids=row.tolist(), past=tuple((ly.keys, ly.values) for ly in out.past_key_values.layers)))
-        prefixes = [r.tolist() for r in ids]
+        prefixes, kvs = _cached_prefixes(model, torch.randint(10, vocab, (batch, L), generator=g))
         _best_of(lambda: net.logits_from_prefix_kvs(model, kvs[:2]), 1)  # warm-up
         reuse_s, a = _best_of(lambda: net.logits_from_prefix_kvs(model, kvs), repeats)
         reencode_s, b = _best_of(lambda: net.logits_from_ids(model, prefixes), repeats)
@@ -95,3 +99,41 @@ def scoring_text(b: ScoringBench) -> str:
             for r in b.rows]
     return (f"bench scoring: {b.model}, k={b.k}, batch {b.batch}, best of {b.repeats}\n"
             + table(["prefix", "reuse ms", "re-encode ms", "ratio", "floor k/Lp", "max |diff|"], rows))
+
+
+class VerifierCost(BaseModel):
+    """Type II vs Type IV at one prune point: the verifier re-encodes prompt + prefix with its own model
+    copy; STOP runs its k [STOP] tokens over the cached KV. ``ratio`` = verifier / STOP (expect >> 1)."""
+
+    model: str
+    tokens: int  # prompt + prefix tokens per path
+    batch: int
+    repeats: int
+    stop_s: float
+    verifier_s: float
+    ratio: float
+
+
+@torch.inference_mode()
+def run_verifier_cost(
+    model: Any, model_name: str, stop_checkpoint: str, verifier_checkpoint: str, tokens: int,
+    *, batch: int = 16, repeats: int = 5, seed: int = 0,
+) -> VerifierCost:
+    from sglang_stop.scorers.stop import load_checkpoint
+    from sglang_stop.scorers.verifier import load_verifier, verifier_logits
+
+    net = load_checkpoint(stop_checkpoint, model)
+    vnet, vmodel = load_verifier(verifier_checkpoint, device=str(next(model.parameters()).device))
+    vocab = model.config.get_text_config().vocab_size
+    prefixes, kvs = _cached_prefixes(model, torch.randint(1, vocab, (batch, tokens), generator=torch.Generator().manual_seed(seed)))
+    _best_of(lambda: (net.logits_from_prefix_kvs(model, kvs[:2]), verifier_logits(vnet, vmodel, prefixes[:2])), 1)
+    stop_s, _ = _best_of(lambda: net.logits_from_prefix_kvs(model, kvs), repeats)
+    ver_s, _ = _best_of(lambda: verifier_logits(vnet, vmodel, prefixes), repeats)
+    return VerifierCost(model=model_name, tokens=tokens, batch=batch, repeats=repeats, stop_s=stop_s, verifier_s=ver_s,
+                        ratio=ver_s / stop_s)
+
+
+def verifier_cost_text(c: VerifierCost) -> str:
+    return (f"scoring cost at {c.tokens} tokens per path, batch {c.batch}, best of {c.repeats} ({c.model}): "
+            f"STOP over cached KV {c.stop_s * 1000:.2f} ms, verifier re-encoding {c.verifier_s * 1000:.2f} ms, "
+            f"ratio {c.ratio:.2f}")

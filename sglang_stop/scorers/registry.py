@@ -24,6 +24,7 @@ BUILTINS: dict[str, str] = {
     "entropy": "sglang_stop.scorers.heuristics:EntropyScorer",
     "logprob": "sglang_stop.scorers.heuristics:LogprobScorer",
     "diversity": "sglang_stop.scorers.diversity:DiversityScorer",
+    "verifier": "sglang_stop.scorers.verifier:VerifierScorer",
     "stop": "sglang_stop.scorers.stop.scorer:StopScorer",
 }
 ENTRY_POINT_GROUP = "sglang_stop.scorers"
