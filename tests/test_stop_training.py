@@ -173,7 +173,7 @@ def test_problems_jsonl_rows_checked_and_ids_as_strings(tmp_path):
     rows = _read_problems_jsonl(str(f))
     assert [(r["id"], r["answer"]) for r in rows] == [("1", "3"), ("b", "4")]  # last line kept without a newline
     f.write_text('{"id": 1, "question": 5, "answer": 3}\n')
-    with pytest.raises(UserError, match="p.jsonl:1: question: expected a string"):
+    with pytest.raises(UserError, match="p.jsonl:1: question: Input should be a valid string"):
         _read_problems_jsonl(str(f))
     with pytest.raises(UserError, match="nope.jsonl: file not found"):
         _read_problems_jsonl(str(tmp_path / "nope.jsonl"))

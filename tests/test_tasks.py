@@ -274,3 +274,20 @@ def test_rg_failure_without_options_is_one_line(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(reasoning_gym, "create_dataset", broken)
     with pytest.raises(UserError, match=r"^task 'chain_sum': reasoning-gym could not build the dataset: boom second line$"):
         load_task("chain_sum")
+
+
+def test_splits_are_the_tasks_own(tmp_path: Path) -> None:
+    from sglang_stop.testbed import asset_dir
+
+    tb = load_task("testbed")
+    assert tb.splits == ("label", "eval") and tb.default_model() == str(asset_dir())
+    label, held_out = tb.split_problems("label", 50, 0), tb.problems(50, 0)
+    assert held_out == tb.split_problems("eval", 50, 0)
+    assert not {p.question for p in label} & {p.question for p in held_out}  # STOP is judged on unseen problems
+    with pytest.raises(UserError, match="split 'dev': the testbed's splits are label, eval"):
+        tb.split_problems("dev", 1)
+    (tmp_path / "p.jsonl").write_text('{"question": "Q1+1=", "answer": 2}\n')
+    other = load_task(str(tmp_path / "p.jsonl"))
+    assert other.splits == () and other.default_model() is None
+    with pytest.raises(UserError, match="has no splits"):
+        other.split_problems("label", 1)

@@ -40,8 +40,21 @@ class Task(ABC):
     def __init__(self, spec: str) -> None:
         self.spec = spec
 
+    #: named pools a task can draw from (the testbed's ``label``/``eval``: STOP is trained on one, judged
+    #: on the other); empty for a task with one pool
+    splits: tuple[str, ...] = ()
+
     @abstractmethod
     def problems(self, n: int, seed: int = 0) -> list[Problem]: ...
+
+    def split_problems(self, split: str, n: int, seed: int = 0) -> list[Problem]:
+        """``n`` problems of one of :attr:`splits` (a task without splits has none to give)."""
+        raise UserError(f"split {split!r}: task {self.spec!r} has no splits")
+
+    def default_model(self) -> str | None:
+        """The model this task's problems are made for, when the caller names none (None: the embedded
+        default); the testbed's own model, say."""
+        return None
 
     def extract_answer(self, text: str) -> str | None:
         return extract_answer(text, last_number_fallback=self.last_number_fallback)

@@ -13,11 +13,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sglang_stop.errors import UserError
+
+if TYPE_CHECKING:
+    from sglang_stop.tasks import Task
 
 POSITIVE = click.IntRange(min=1)
 
@@ -33,47 +36,29 @@ def _load_model(path: str | None, threads: int) -> tuple[Any, Any]:
 
 
 def _read_problems_jsonl(path: str) -> list[dict]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--problems-jsonl: {p}: file not found")
-    rows = []
-    for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}:{i}: invalid JSON: {e.msg}") from None
-        if not isinstance(r, dict):
-            raise UserError(f"{p}:{i}: expected an object {{id, question, answer}}")
-        missing = {"id", "question", "answer"} - set(r)
-        if missing:
-            raise UserError(f"{p}:{i}: missing {sorted(missing)}")
-        if not isinstance(r["question"], str):
-            raise UserError(f"{p}:{i}: question: expected a string, got {type(r['question']).__name__}")
-        rows.append({**r, "id": str(r["id"]), "answer": str(r["answer"])})  # ids/answers may be numbers
-    if not rows:
-        raise UserError(f"--problems-jsonl: {p}: no problems")
-    return rows
+    """The rows of a problems file, read as the JSONL task reads its own (one reader: validated rows,
+    ``file:line`` errors, duplicate ids refused; a missing id is ``FILE/i``, numbers become strings)."""
+    from sglang_stop.tasks import JsonlTask
+
+    if not Path(path).is_file():
+        raise UserError(f"--problems-jsonl: {path}: file not found")
+    task = JsonlTask(path)
+    return [{**p.metadata, "id": p.id, "question": p.question, "answer": p.answer} for p in task.problems(sys.maxsize)]
 
 
-def _problems(task: Any, problems_jsonl: str | None, n: int, seed: int, split: str) -> list[dict]:
+def _problems(task: Task, problems_jsonl: str | None, n: int, seed: int, split: str | None) -> list[dict]:
     """Problems as ``{id, question, answer, problem}`` dicts (``problem``: the task's ``Problem``, which
-    its scoring takes); the testbed draws from ``split`` (label/eval)."""
+    its scoring takes); a task with splits (the testbed) draws from ``split``."""
     from sglang_stop.tasks import Problem
 
     if problems_jsonl:
         rows = _read_problems_jsonl(problems_jsonl)[:n]
-    elif task.spec == "testbed":
-        from sglang_stop.testbed.data import make_problems
-
-        rows = make_problems(n, seed, split=split)  # type: ignore[arg-type]
-    else:
-        return [{"id": p.id, "question": p.question, "answer": p.answer, "problem": p} for p in task.problems(n, seed)]
-    return [
-        {**r, "problem": Problem(id=str(r["id"]), question=r["question"], answer=str(r["answer"]), source=task.spec)}
-        for r in rows
-    ]
+        return [
+            {**r, "problem": Problem(id=str(r["id"]), question=r["question"], answer=str(r["answer"]), source=task.spec)}
+            for r in rows
+        ]
+    probs = task.split_problems(split, n, seed) if split is not None else task.problems(n, seed)
+    return [{"id": p.id, "question": p.question, "answer": p.answer, "problem": p} for p in probs]
 
 
 def _warn(msg: str) -> None:
@@ -152,7 +137,6 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
     from sglang_stop.models import model_identity
     from sglang_stop.runner import format_prompt
     from sglang_stop.tasks import load_task
-    from sglang_stop.testbed import asset_dir
     from sglang_stop.training.hf_sampler import HFSampler
     from sglang_stop.training.labels import LabelJob, label_header, label_problems, load_labels
 
@@ -168,14 +152,14 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
             if ignored:
                 _warn(f"{flag} is ignored with --server/--router (the server runs its own model and batching)")
     the_task = load_task(task)  # also scores --problems-jsonl rows
-    testbed_split = the_task.spec == "testbed" and not problems_jsonl
+    testbed_split = bool(the_task.splits) and not problems_jsonl
     if split is not None and not testbed_split:
         _warn(f"--split {split}: ignored (it picks the testbed task's problems; "
               f"{'--problems-jsonl gives them' if problems_jsonl else f'task is {the_task.spec!r}'})")
-    split = (split or "label") if testbed_split else None
+    split = (split or the_task.splits[0]) if testbed_split else None
     settings = {"task": the_task.spec, "split": split,
                 "problems_jsonl": str(Path(problems_jsonl).resolve()) if problems_jsonl else None}
-    probs = _problems(the_task, problems_jsonl, n, seed, split or "label")
+    probs = _problems(the_task, problems_jsonl, n, seed, split)
     out_p = Path(out)
     if out_p.is_dir():
         raise UserError(f"--out: {out_p}: is a directory, expected a label JSONL file path")
@@ -184,7 +168,7 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
 
         old = read_header(out_p)
         open_records(out_p, label_header(job, old.model if old else None, **settings)).close()
-    default_dir = str(asset_dir()) if the_task.spec == "testbed" else None
+    default_dir = the_task.default_model()
     sampler: Any
     if fleet is not None:
         from sglang_stop.training.server_sampler import ServerSampler
