@@ -124,11 +124,9 @@ class RoutingSession(requests.Session):
 
 
 class WorkerEndpoint(StopEndpoint):
-    """StopEndpoint for one worker or a router: commits a batch with ONE ``sampling_params`` dict (the
-    router refuses a list; SGLang applies a single dict to every request of a batch)."""
+    """StopEndpoint for one worker or a router, over a :class:`RoutingSession` that retries once."""
 
     def __init__(self, base_url: str, **kwargs: Any) -> None:
-        super().__init__(base_url, **kwargs)
         session = RoutingSession()
         # One retry of a request whose pooled keep-alive connection the server had just closed (uvicorn
         # drops idle ones after 5 s: with several workers one sits idle while the others work). A crashed
@@ -136,16 +134,8 @@ class WorkerEndpoint(StopEndpoint):
         retry = Retry(total=1, connect=0, read=1, status=0, other=0, allowed_methods=None, raise_on_status=False)
         for prefix in ("http://", "https://"):
             session.mount(prefix, HTTPAdapter(pool_maxsize=POOL_SIZE, max_retries=retry))
-        self._session.close()
-        self._session = session
+        super().__init__(base_url, session=session, **kwargs)
         self.routing = session
-
-    def _commit(self, batch: list[list[int]]) -> None:
-        self._post("/generate", {"input_ids": batch, "sampling_params": {"max_new_tokens": 0}})
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        """One request with the endpoint's timeouts and one-line errors."""
-        return self._post(path, body)
 
 
 class FleetEndpoint:

@@ -56,18 +56,21 @@ class StopEndpoint(RuntimeEndpoint):
         timeout_s: float = 600.0,
         api_key: str | None = None,
         chat_template_name: str | None = None,
+        session: requests.Session | None = None,
     ) -> None:
-        """Asks the server for its model (with a timeout; RuntimeEndpoint's own request has none)."""
+        """Asks the server for its model (with a timeout; RuntimeEndpoint's own request has none).
+        ``session``: the caller's HTTP session (e.g. one that adds a router's routing header, or retries)."""
         BaseBackend.__init__(self)
         self.support_concate_and_append = True
         self.base_url, self.api_key, self.verify = _check_url(base_url), api_key, None
         self.timeout_s = timeout_s
         self.adapter = adapter
-        self._session = requests.Session()
-        # A keep-alive connection per concurrent branch (n x concurrency threads): past urllib3's default
-        # pool of 10, requests would open a fresh connection and discard it after the reply.
-        self._session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
-        self._session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+        self._session = session if session is not None else requests.Session()
+        if session is None:
+            # A keep-alive connection per concurrent branch (n x concurrency threads): past urllib3's default
+            # pool of 10, requests would open a fresh connection and discard it after the reply.
+            self._session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+            self._session.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
         self._lock = threading.Lock()
         self._branches: BranchTracker[BranchState] = BranchTracker(BranchState)
         self._tokenizer: Any = None
@@ -120,7 +123,8 @@ class StopEndpoint(RuntimeEndpoint):
         except ValueError:
             raise ServerError(f"{where}: {what}: the reply is not JSON: {_clip(r.text)!r}", r.status_code) from None
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """One POST with the endpoint's timeouts; any failure is one ServerError line naming the server."""
         return self._request("POST", path, body)
 
     def check_stop_adapter(self) -> None:
@@ -140,7 +144,7 @@ class StopEndpoint(RuntimeEndpoint):
     def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
         if not text:
             return []
-        out = self._post("/tokenize", {"prompt": text, "add_special_tokens": add_special_tokens})
+        out = self.post("/tokenize", {"prompt": text, "add_special_tokens": add_special_tokens})
         return list(out["tokens"])
 
     # ---- per-branch token ids ----
@@ -156,7 +160,9 @@ class StopEndpoint(RuntimeEndpoint):
         self._branches.commit(_executor(s), st)
 
     def _commit(self, batch: list[list[int]]) -> None:
-        self._post("/generate", {"input_ids": batch, "sampling_params": [{"max_new_tokens": 0}] * len(batch)})
+        # One sampling_params object for the whole batch (SGLang applies it to every request; a router
+        # refuses a per-request list).
+        self.post("/generate", {"input_ids": batch, "sampling_params": {"max_new_tokens": 0}})
 
     def generate(self, s: Any, sampling_params: Any):
         self._handle_dtype_to_regex(sampling_params)
@@ -174,7 +180,7 @@ class StopEndpoint(RuntimeEndpoint):
             "top_logprobs_num": TOP_LOGPROBS,
             "logprob_start_len": -1,
         }
-        obj = self._post("/generate", body)
+        obj = self.post("/generate", body)
         if not isinstance(obj, dict) or not isinstance(obj.get("meta_info"), dict) or "text" not in obj:
             raise ServerError(f"server {self.base_url}: POST /generate: not an SGLang reply: {_clip(str(obj))}")
         meta = obj["meta_info"]
@@ -251,11 +257,11 @@ class StopEndpoint(RuntimeEndpoint):
             return []
         self._commit(batch)
         try:
-            out = self._post("/stop/score", {"input_ids": batch, "adapter": self.adapter, "commit": False})
+            out = self.post("/stop/score", {"input_ids": batch, "adapter": self.adapter, "commit": False})
         except ServerError as e:
             if e.status != 409:  # 409: a prefix was evicted since our commit; let the server commit it
                 raise
-            out = self._post("/stop/score", {"input_ids": batch, "adapter": self.adapter, "commit": True})
+            out = self.post("/stop/score", {"input_ids": batch, "adapter": self.adapter, "commit": True})
         with self._lock:
             self._usage.forward_tokens += out["num_stop_tokens"] * len(batch)
         return [float(x) for x in out["scores"]]
