@@ -11,10 +11,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from sglang_stop.errors import UserError, validation_message
-from sglang_stop.io import atomic_write_text
+from sglang_stop.errors import UserError
+from sglang_stop.io import atomic_write_text, read_model_json
 
 UNIT = 1024
 PARAMS = ("a", "b", "c", "d")
@@ -103,13 +103,8 @@ def load_constants(spec: str | Path) -> GuidelineConstants:
     """``paper`` or a JSON file written by ``stop-advise fit``."""
     if str(spec) == "paper":
         return PAPER
-    p = Path(spec)
-    if not p.is_file():
-        raise UserError(f"{p}: constants file not found (use 'paper' or a file from `stop-advise fit`)")
-    try:
-        return GuidelineConstants.model_validate_json(p.read_text())
-    except ValidationError as e:
-        raise UserError(validation_message(e, str(p))) from None
+    return read_model_json(spec, GuidelineConstants,
+                           missing="constants file not found (use 'paper' or a file from `stop-advise fit`)")
 
 
 def save_constants(k: GuidelineConstants, path: str | Path) -> None:

@@ -165,6 +165,20 @@ def _is_header(obj: Any) -> bool:
     return isinstance(obj, dict) and set(obj) == {"header"}
 
 
+def read_model_json(path: str | Path, model: type[M], *, missing: str = "file not found") -> M:
+    """A JSON file validated as ``model``; a missing, unreadable or invalid one is one UserError naming
+    the file (``missing`` says what the file should have been)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: {missing}")
+    try:
+        return model.model_validate_json(p.read_bytes())
+    except ValidationError as e:
+        raise UserError(validation_message(e, str(p))) from None
+    except OSError as e:
+        raise UserError(f"{p}: unreadable ({e.strerror})") from None
+
+
 def read_jsonl(path: str | Path, model: type[M], *, skip_partial_tail: bool = True) -> Iterator[M]:
     """Yield validated records (plain or ``.gz``); a bad line raises UserError naming ``file:line``
     and the field. The header line, if any, is skipped (:func:`read_header` reads it)."""

@@ -92,3 +92,24 @@ def test_headerless_file_is_refused_for_appending(tmp_path):
     with pytest.raises(UserError, match="no header record"):
         open_records(p, RecordHeader(kind="labels"))
     assert [r.x for r in read_jsonl(p, Rec)] == [1]  # still readable
+
+
+def test_read_model_json_is_one_line_naming_the_file(tmp_path):
+    from pydantic import BaseModel
+
+    from sglang_stop.io import read_model_json
+
+    class Cfg(BaseModel):
+        k: int
+
+    f = tmp_path / "c.json"
+    with pytest.raises(UserError, match=r"c\.json: not a thing"):
+        read_model_json(f, Cfg, missing="not a thing")
+    f.write_text('{"k": "x"}')
+    with pytest.raises(UserError, match=r"c\.json: k: Input should be a valid integer"):
+        read_model_json(f, Cfg)
+    f.write_text("{oops")
+    with pytest.raises(UserError, match=r"c\.json: Invalid JSON"):
+        read_model_json(f, Cfg)
+    f.write_text('{"k": 3}')
+    assert read_model_json(f, Cfg).k == 3

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sglang_stop.errors import UserError
+from sglang_stop.io import read_model_json
 
 if TYPE_CHECKING:
     from sglang_stop.scorers.stop.checkpoint import BaseModelInfo
@@ -66,14 +67,7 @@ def load_stop_adapter(path: str | Path) -> tuple[StopAdapterConfig, torch.Tensor
     from sglang_stop.scorers.stop.checkpoint import read_head
 
     d = Path(path) / STOP_SUBDIR
-    try:
-        cfg = StopAdapterConfig.model_validate_json((d / "config.json").read_bytes())
-    except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        loc = ".".join(map(str, err["loc"]))
-        raise UserError(f"{d / 'config.json'}: {loc + ': ' if loc else ''}{err['msg']}") from None
-    except OSError as e:
-        raise UserError(f"{d / 'config.json'}: unreadable ({e.strerror})") from None
+    cfg = read_model_json(d / "config.json", StopAdapterConfig, missing="missing (not a converted STOP adapter)")
     w, b = read_head(d / "head.safetensors", cfg.hidden_size)
     return cfg, w, b
 

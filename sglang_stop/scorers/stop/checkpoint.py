@@ -30,8 +30,8 @@ import torch
 from pydantic import BaseModel, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
-from sglang_stop.errors import UserError, validation_message
-from sglang_stop.io import atomic_dir
+from sglang_stop.errors import UserError
+from sglang_stop.io import atomic_dir, read_model_json
 from sglang_stop.scorers.stop.net import StopNet, StopNetConfig
 
 CHECKPOINT_SCHEMA = 1
@@ -214,12 +214,7 @@ def read_config(path: str | Path) -> AssessTokenConfig:
         raise UserError(f"scorer.options.checkpoint: {p}: not a directory")
     if not any(p.iterdir()):
         raise UserError(f"scorer.options.checkpoint: {p}: empty directory (not a STOP checkpoint)")
-    if not f.is_file():
-        raise UserError(f"{f}: missing (not a STOP checkpoint directory)")
-    try:
-        return AssessTokenConfig.model_validate_json(f.read_bytes())
-    except ValidationError as e:
-        raise UserError(validation_message(e, str(f))) from None
+    return read_model_json(f, AssessTokenConfig, missing="missing (not a STOP checkpoint directory)")
 
 
 def _adapter_dir(p: Path) -> Path | None:
