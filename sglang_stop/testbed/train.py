@@ -25,19 +25,10 @@ from sglang_stop.training.hf_sampler import HFSampler, SampleParams
 
 def build_model(vocab_size: int, bos: int, eos: int, pad: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        pad_token_id=pad,
-    )
+    # 4 layers (grow_layers appends more: the committed testbed has 8), 128 wide, a 128-token context
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                      tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
     return LlamaForCausalLM(cfg)
 
 
