@@ -16,7 +16,7 @@ import click
 from sglang_stop.config import RuntimeConfig, config_from_dict, json_schema, load_config
 from sglang_stop.version import __version__
 from sglang_stop.cli_errors import run_cli_group
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, positive_ints
 
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "default.yaml"
 
@@ -207,7 +207,7 @@ def calibrate(
     _warn_ignored(servers, router, model=model, threads=threads)
     fleet = Fleet.from_options(servers, router)
 
-    lens = _int_list("--prefix-lens", prefix_lens)
+    lens = positive_ints("--prefix-lens", prefix_lens)
     cfg = _build_config(config, seed=seed, model=model, max_new_tokens=max_new_tokens, drop_stages=True)
     names = [x.strip() for x in scorer_names.split(",") if x.strip()]
     from sglang_stop.scorers import scorer_class
@@ -272,7 +272,7 @@ def bench_decode(model: str | None, branches: str, tokens: int, as_json: bool) -
     from sglang_stop.config import ModelSpec
     from sglang_stop.runner import make_backend
 
-    sizes = _int_list("--branches", branches)
+    sizes = positive_ints("--branches", branches)
     backend = make_backend(ModelSpec(path=model))
     try:
         res = run_decode_bench(backend, "Count slowly from one to fifty:", sizes, tokens)
@@ -300,7 +300,7 @@ def bench_scoring(model: str | None, prefix_lens: str, k: int, batch: int, lora_
     from sglang_stop.models import load_model
 
     _set_threads(threads)
-    lens = _int_list("--prefix-lens", prefix_lens)
+    lens = positive_ints("--prefix-lens", prefix_lens)
     m, _ = load_model(model)
     res = run_scoring_bench(m, model or "smollm2-135m-instruct", lens, k=k, batch=batch, lora_r=lora_r,
                             repeats=repeats, checkpoint=checkpoint)
@@ -311,6 +311,31 @@ def bench_scoring(model: str | None, prefix_lens: str, k: int, batch: int, lora_
 
 TESTBED_MODEL = Path(__file__).parent / "assets" / "testbed"
 TESTBED_STOP = Path(__file__).parent / "assets" / "testbed-stop"
+TESTBED_VERIFIER = Path(__file__).parent / "assets" / "testbed-verifier"
+
+
+@bench.command("verifier")
+@click.option("--model", default=None, help="HF base model dir; default: the committed testbed model")
+@click.option("--checkpoint", default=None, help="STOP checkpoint; default: the committed testbed one")
+@click.option("--verifier", "verifier_dir", default=None, help="verifier checkpoint; default: the committed testbed one")
+@click.option("--tokens", default=28, show_default=True, help="prompt + prefix tokens per path (testbed: 28)")
+@click.option("--batch", default=16, show_default=True, help="paths scored together")
+@click.option("--repeats", default=5, show_default=True, help="best of this many timings")
+@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--json", "as_json", is_flag=True)
+def bench_verifier(model: str | None, checkpoint: str | None, verifier_dir: str | None, tokens: int, batch: int,
+                   repeats: int, threads: int | None, as_json: bool) -> None:
+    """Type II verifier (re-encodes the prefix text) vs STOP (reads the cached KV): scoring cost, side by side."""
+    from sglang_stop.bench.scoring import run_verifier_cost, verifier_cost_text
+    from sglang_stop.models import load_model
+
+    if model is not None and (checkpoint is None or verifier_dir is None):
+        raise UserError("--model: name its --checkpoint and --verifier too (the defaults are the testbed's)")
+    _set_threads(threads)
+    m, _ = load_model(model or str(TESTBED_MODEL))
+    res = run_verifier_cost(m, model or "testbed", checkpoint or str(TESTBED_STOP),
+                            verifier_dir or str(TESTBED_VERIFIER), tokens, batch=batch, repeats=repeats)
+    click.echo(res.model_dump_json() if as_json else verifier_cost_text(res))
 
 
 @bench.command("compare")
@@ -326,18 +351,21 @@ TESTBED_STOP = Path(__file__).parent / "assets" / "testbed-stop"
 @click.option("--scorers", "scorer_names", default="none,random,confidence,entropy,stop", show_default=True)
 @click.option("--scorer-options", "scorer_options", multiple=True, metavar="NAME=JSON",
               help='options of one scorer, e.g. logprob=\'{"window": 1, "reduce": "lowest"}\' (repeatable)')
+@click.option("--online", "online_json", default=None, metavar="JSON",
+              help='add a DeepConf online-mode row with these options, e.g. \'{"warmup": 4, "percentile": 10}\'')
 @click.option("--seed", default=1, show_default=True)
 @click.option("--concurrency", default=8, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(model: str | None, task: str | None, problems: int, n: int, prefix_len: int, keep: int,
                   max_new_tokens: int, temperature: float, checkpoint: str | None, scorer_names: str,
-                  scorer_options: tuple[str, ...], seed: int, concurrency: int, threads: int | None,
-                  as_json: bool) -> None:
+                  scorer_options: tuple[str, ...], online_json: str | None, seed: int, concurrency: int,
+                  threads: int | None, as_json: bool) -> None:
     """Scorers at matched budget (same N, Lp, K, seeds) on held-out problems, with bootstrap intervals."""
     from sglang_stop.bench.compare import run_compare_bench
     from sglang_stop.config import ModelSpec
     from sglang_stop.runner import load_problems, make_backend
+    from sglang_stop.scorers import make_scorer
     from sglang_stop.tasks import load_task
 
     _set_threads(threads)
@@ -347,32 +375,28 @@ def bench_compare(model: str | None, task: str | None, problems: int, n: int, pr
     ckpt = checkpoint or (str(TESTBED_STOP) if model is None else None)
     if "stop" in names and ckpt is None:
         raise UserError("--checkpoint: the stop scorer needs a STOP checkpoint for this model")
-    opts = {name: ({"checkpoint": ckpt} if name == "stop" else {}) for name in names}
+    opts: dict[str, dict[str, Any]] = {name: ({"checkpoint": ckpt} if name == "stop" else {}) for name in names}
+    if "verifier" in names and model is None:  # the committed testbed verifier, as for stop
+        opts["verifier"] = {"checkpoint": str(TESTBED_VERIFIER)}
     for name, extra in _parse_scorer_options(scorer_options, names).items():
         opts[name].update(extra)
+    online = _json_object("--online", online_json) if online_json is not None else None
     base = config_from_dict({"n": n, "seed": seed, "sampling": {"max_new_tokens": max_new_tokens,
                                                                  "temperature": temperature}}, "command line")
+    if online is not None:  # validated with the row's own config now, before the model loads
+        config_from_dict({**base.model_dump(), "stages": [], "scorer": {"name": "none"}, "online": online}, "--online")
+    for name, o in opts.items():
+        make_scorer(name, o)  # an unknown scorer or a bad option: one line, before the model loads
     probs = load_problems(tsk, problems, seed)
     backend = make_backend(ModelSpec(path=model_dir))
     try:
         res = run_compare_bench(backend, tsk, probs, base, scorers=opts, prefix_len=prefix_len, keep=keep,
-                                concurrency=concurrency, seed=seed, progress=True)
+                                concurrency=concurrency, seed=seed, progress=True, online=online)
     finally:
         backend.shutdown()
     from sglang_stop.bench.compare import compare_text
 
     click.echo(res.model_dump_json() if as_json else compare_text(res))
-
-
-def _int_list(flag: str, text: str) -> list[int]:
-    """``"16,32,64"`` -> [16, 32, 64]; each must be a positive integer."""
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"{flag}: expected comma-separated positive integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise UserError(f"{flag}: expected comma-separated positive integers, got {text!r}")
-    return vals
 
 
 def _json_object(flag: str, raw: str) -> dict[str, Any]:

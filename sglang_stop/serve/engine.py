@@ -358,7 +358,7 @@ class Engine:
 
 def chosen_path(res: ProblemResult) -> int | None:
     """The best-scored voting path that gave the voted answer (first by index among unscored)."""
-    voters = [p for p in res.paths if p.pruned_at is None and not p.stopped_by_consensus]
+    voters = [p for p in res.paths if p.votes]
     pool = [p for p in voters if p.answer == res.predicted] or voters or res.paths
     if not pool:
         return None
@@ -368,7 +368,7 @@ def chosen_path(res: ProblemResult) -> int | None:
 
 def usage_of(res: ProblemResult, job: Job) -> Usage:
     """OpenAI usage (completion = every sampled token of every path) with the STOP extension."""
-    voters = [p for p in res.paths if p.pruned_at is None and not p.stopped_by_consensus]
+    voters = [p for p in res.paths if p.votes]
     mean_len = sum(p.tokens for p in voters) / len(voters) if voters else 0.0
     voted = {p.index for p in voters}
     unpruned = sum(p.tokens if p.index in voted else max(p.tokens, round(mean_len)) for p in res.paths)
