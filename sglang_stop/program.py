@@ -24,10 +24,11 @@ import sglang as sgl
 from pydantic import BaseModel, Field
 
 from sglang_stop.aggregate import majority_vote
-from sglang_stop.config import RuntimeConfig
-from sglang_stop.config import OnlineConfig
-from sglang_stop.policy import kept_positions, lowest_window_mean, online_stop_at, online_threshold, online_votes, vote_weights
 from sglang_stop.backends.base import Branch
+from sglang_stop.config import OnlineConfig, RuntimeConfig
+from sglang_stop.policy import (
+    kept_positions, lowest_window_mean, online_stop_at, online_threshold, online_votes, vote_weights,
+)
 from sglang_stop.scorers.base import ScoreContext, Scorer
 from sglang_stop.scorers.heuristics import token_confidences
 
