@@ -59,7 +59,9 @@ def _signal_row(case: Case, argv: list[str], tmp) -> None:
         if p.poll() is None:
             p.send_signal(sig)
     _, stderr = p.communicate(timeout=30)
-    assert time.monotonic() - t0 < 2.0
+    # prompt: within seconds (the run left alone goes on for minutes); a loaded CI machine takes a few
+    # seconds to schedule the stopping threads, so the bound is not tighter
+    assert time.monotonic() - t0 < 10.0
     assert "Traceback" not in stderr, stderr[-2000:]
     assert p.returncode == case.exit, (p.returncode, stderr[-1000:])
     last = stderr.strip().splitlines()[-1]
