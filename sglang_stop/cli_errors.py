@@ -20,7 +20,7 @@ from types import FrameType
 import click
 
 from sglang_stop.errors import RunInterrupted, UserError
-from sglang_stop.signals import EXIT_CODES
+from sglang_stop.signals import EXIT_CODES, STOPPING
 
 
 class _Terminated(Exception):
@@ -28,7 +28,13 @@ class _Terminated(Exception):
 
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise _Terminated()
+    if not STOPPING.is_set():  # a run is already stopping on an earlier signal: let it report
+        raise _Terminated()
+
+
+def _on_sigint(_signum: int, _frame: FrameType | None) -> None:
+    if not STOPPING.is_set():
+        raise KeyboardInterrupt
 
 
 def _exit(code: int, hard: bool) -> None:
@@ -55,8 +61,10 @@ def _command(argv: list[str] | None) -> str:
 
 def run_cli_group(group: click.Command, argv: list[str] | None = None) -> None:
     """Run a click group under the policy above (standalone_mode off, so every error reaches us)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        STOPPING.clear()
+        old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint))}
     code = 0
     try:
         group.main(args=argv, standalone_mode=False)
@@ -84,4 +92,7 @@ def run_cli_group(group: click.Command, argv: list[str] | None = None) -> None:
     except Exception:  # noqa: BLE001 - a bug: keep its traceback, still exit promptly
         traceback.print_exc()
         code = 1
+    if main and argv is not None:  # called from Python: give the caller its handlers back
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     _exit(code, hard=argv is None)

@@ -11,6 +11,10 @@ from types import FrameType
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
+#: set by the first signal a run turns into a cancel; a command line's own handlers (cli_errors) then
+#: absorb further signals, so a second Ctrl-C while the run reports cannot replace its summary line
+STOPPING = threading.Event()
+
 
 class CancelEvent(threading.Event):
     """An event that remembers which signal set it."""
@@ -30,6 +34,7 @@ def cancel_on_signals() -> Iterator[CancelEvent]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         if not event.is_set():
             event.signal_name = signal.Signals(signum).name
+            STOPPING.set()
             event.set()
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

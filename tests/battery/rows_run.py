@@ -90,8 +90,8 @@ ROWS: list[Case] = [
          2, "--keep"),
     Case("run-sigint-keeps-results", LONG, 130, "rerun the same command with --resume", signal="SIGINT",
          signal_after=2, timeout=120),
-    Case("run-sigint-three-times-no-traceback", LONG, 130, "rerun the same command with --resume",
-         signal="SIGINT", signal_after=1, signal_times=3, timeout=120),
+    Case("run-sigint-repeated-no-traceback", LONG, 130, "rerun the same command with --resume",
+         signal="SIGINT", signal_after=1, signal_times=40, timeout=120),
     Case("run-sigterm-keeps-results", LONG, 143, "interrupted by SIGTERM after", signal="SIGTERM", signal_after=1,
          timeout=120),
 ]
