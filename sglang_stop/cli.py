@@ -423,10 +423,11 @@ def _parse_scorer_options(items: tuple[str, ...], names: list[str]) -> dict[str,
 def _add_commands() -> None:
     from sglang_stop.report_cli import report_cmd
     from sglang_stop.serve.cli import serve_cmd
-    from sglang_stop.training.cli import label_cmd, train_cmd
+    from sglang_stop.training.cli import label_cmd, train_cmd, train_verifier_cmd
 
     cli.add_command(label_cmd, "label")
     cli.add_command(train_cmd, "train")
+    cli.add_command(train_verifier_cmd, "train-verifier")
     cli.add_command(report_cmd, "report")
     cli.add_command(serve_cmd, "serve")
 

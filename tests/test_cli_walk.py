@@ -26,6 +26,8 @@ RECIPES: dict[str, list[str]] = {
                           "--prefix-len", "8", "--max-new-tokens", "48", "--out", "{tmp}/labels.jsonl"],
     "sglang-stop train": ["--model", str(TESTBED), "--labels", "{tmp}/labels.jsonl", "--out", "{tmp}/ckpt",
                           "--epochs", "1", "--k", "2", "--lora-r", "2", "--val-fraction", "0.5"],
+    "sglang-stop train-verifier": ["--labels", "{tmp}/labels.jsonl", "--out", "{tmp}/verifier", "--epochs", "1",
+                                   "--lora-r", "2", "--val-fraction", "0.5"],
     "sglang-stop bench pipeline": [*TB, "--problems", "2", "--n", "4", "--prefix-len", "8", "--keep", "2",
                                    "--max-new-tokens", "48"],
     "sglang-stop bench compare": ["--problems", "4", "--n", "4", "--prefix-len", "8", "--keep", "2",

@@ -150,8 +150,10 @@ def test_checkpoint_written_where_the_authors_harness_reads_it(tmp_path):
 
 
 def test_verifier_trains_saves_and_scores_padding_invariant(tmp_path):
-    from sglang_stop.scorers.verifier import VERIFIER_FILE, load_verifier, train_verifier, verifier_logits
+    from sglang_stop.scorers.verifier import VERIFIER_FILE, load_verifier, verifier_logits
     from sglang_stop.testbed.tokenizer import build_tokenizer
+    from sglang_stop.training.labels import LabelRecord
+    from sglang_stop.training.verifier import train_verifier
 
     tok = build_tokenizer()
     rng = random.Random(0)
@@ -159,22 +161,25 @@ def test_verifier_trains_saves_and_scores_padding_invariant(tmp_path):
     for i in range(48):  # good iff the prefix ends in "7": learnable from the text alone
         end = "7" if i % 2 else "3"
         text = "Q" + "".join(rng.choice("12345689+-") for _ in range(rng.randint(3, 9))) + "=" + end
-        recs.append({"problem_id": f"p{i // 4}", "token_ids": tok(text)["input_ids"], "s_mc": float(i % 2)})
+        ids = tok(text)["input_ids"]
+        recs.append(LabelRecord(problem_id=f"p{i // 4}", question=text, answer="", prefix_idx=i % 4, token_ids=ids,
+                                prompt_len=2, prefix_len=len(ids) - 2, prefix_text=text, s_mc=float(i % 2), K=1,
+                                cont_lengths=[len(ids)], cont_answers=[None], seed=0))
     ckpt = tmp_path / "v"
     best = train_verifier(recs, "testbed", ckpt, epochs=6, lr=3e-3, lora_r=2, batch_size=8, val_fraction=0.3,
                           log=lambda _m: None)
     assert (ckpt / VERIFIER_FILE).is_file() and (ckpt / "adapter/classifier/adapter_model.safetensors").is_file()
     assert best["val_loss"] < 0.6  # below log 2: it learned something from the text
     scorer = make_scorer("verifier", {"checkpoint": str(ckpt)})
-    branches = [Branch(j, r["token_ids"][:2], r["token_ids"][2:], "", [], [], []) for j, r in enumerate(recs[:6])]
+    branches = [Branch(j, r.token_ids[:2], r.token_ids[2:], "", [], [], []) for j, r in enumerate(recs[:6])]
     scores = scorer.score(branches, CTX)
     assert all(0.0 <= s <= 1.0 for s in scores)
     net, model = load_verifier(ckpt)
     with torch.no_grad():  # batched (left-padded) == alone
         alone = [torch.softmax(verifier_logits(net, model, [b.token_ids]), -1)[0, 1].item() for b in branches]
     assert scores == pytest.approx(alone, abs=1e-5)
-    good = [s for s, r in zip(scores, recs) if r["s_mc"] == 1.0]
-    bad = [s for s, r in zip(scores, recs) if r["s_mc"] == 0.0]
+    good = [s for s, r in zip(scores, recs) if r.s_mc == 1.0]
+    bad = [s for s, r in zip(scores, recs) if r.s_mc == 0.0]
     assert min(good) > max(bad)
     with pytest.raises(UserError, match="checkpoint"):
         make_scorer("verifier")

@@ -8,27 +8,24 @@ difference is the cost `bench scoring` measures.
 
 Checkpoint: the STOP layout (``scorers/stop/checkpoint.py``: adapter, head, base identity; the [STOP]
 vector is unused) plus ``verifier.json`` naming the base to copy (``"testbed"`` = the embedded model).
-Train: ``python -m sglang_stop.scorers.verifier --labels L.jsonl --out DIR`` (label records as
+Train: ``sglang-stop train-verifier --labels L.jsonl --out DIR`` (``training/verifier.py``; label records as
 ``sglang-stop label`` writes them; split by problem; the epoch with the best validation loss is kept).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from sglang_stop.errors import UserError
 from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
-from sglang_stop.scorers.stop import StopNet, StopNetConfig, decoder_of, load_checkpoint, save_checkpoint
+from sglang_stop.scorers.stop import StopNet, decoder_of, load_checkpoint
 
 VERIFIER_FILE = "verifier.json"
 TESTBED = "testbed"
@@ -50,7 +47,8 @@ def verifier_logits(net: StopNet, model: Any, seqs: Sequence[Sequence[int]], pad
     return net.head(h.to(net.head.weight.dtype))
 
 
-def _base_path(spec: str) -> str:
+def base_path(spec: str) -> str:
+    """A verifier's base: a HF model dir, or ``testbed`` (the committed testbed model)."""
     if spec == TESTBED:
         from sglang_stop.testbed import asset_dir
 
@@ -70,12 +68,12 @@ def load_verifier(path: str | Path, device: str = "cpu") -> tuple[StopNet, Any]:
         base = json.loads(f.read_text())["base"]
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{f}: expected {{\"base\": MODEL}} ({e})") from None
-    model, _ = load_model(_base_path(base), device=device, dtype="float32")
+    model, _ = load_model(base_path(base), device=device, dtype="float32")
     return load_checkpoint(p, model), model
 
 
 class VerifierOptions(ScorerOptions):
-    checkpoint: str = Field(..., description="verifier checkpoint directory (python -m sglang_stop.scorers.verifier)")
+    checkpoint: str = Field(..., description="verifier checkpoint directory (sglang-stop train-verifier)")
     batch_size: int = Field(32, ge=1)
 
 
@@ -110,79 +108,3 @@ class VerifierScorer(Scorer):
                 logits = verifier_logits(net, model, [b.token_ids for b in branches[s : s + bs]])
                 out.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
         return out
-
-
-# --- training -------------------------------------------------------------------------------------
-
-
-def _is_val(pid: str, fraction: float) -> bool:
-    return int(hashlib.sha256(pid.encode()).hexdigest()[:8], 16) % 10_000 < fraction * 10_000
-
-
-def train_verifier(
-    records: Sequence[dict[str, Any]], base: str, out: str | Path, *, epochs: int = 3, lr: float = 1e-3,
-    lora_r: int = 8, batch_size: int = 32, val_fraction: float = 0.2, seed: int = 0, log: Any = print,
-) -> dict[str, Any]:
-    """Fit on label records (``token_ids``, ``s_mc``, ``problem_id``): soft cross-entropy against
-    (1 - s_mc, s_mc), AdamW, a split by problem; the epoch with the lowest validation loss is saved."""
-    from sglang_stop.models import load_model
-
-    model, tok = load_model(_base_path(base), device="cpu", dtype="float32")
-    for q in model.parameters():
-        q.requires_grad_(False)
-    torch.manual_seed(seed)
-    net = StopNet(StopNetConfig(num_assess_tokens=1, lora_r=lora_r, lora_alpha=2.0 * lora_r, lora_dropout=0.0), model)
-    train = [r for r in records if not _is_val(r["problem_id"], val_fraction)]
-    val = [r for r in records if _is_val(r["problem_id"], val_fraction)]
-    if not train or not val:
-        raise UserError(f"--labels: {len(train)} train / {len(val)} validation records; need both")
-    opt = torch.optim.AdamW([q for q in net.parameters() if q.requires_grad], lr=lr)
-    rng = random.Random(seed)
-
-    def loss_of(batch: Sequence[dict[str, Any]]) -> torch.Tensor:
-        s = torch.tensor([float(r["s_mc"]) for r in batch])
-        logp = F.log_softmax(verifier_logits(net, model, [r["token_ids"] for r in batch]).float(), -1)
-        return -(torch.stack([1 - s, s], 1) * logp).sum(1).mean()
-
-    best: dict[str, Any] = {"val_loss": float("inf")}
-    for ep in range(1, epochs + 1):
-        net.train()
-        order = list(train)
-        rng.shuffle(order)
-        for i in range(0, len(order), batch_size):
-            opt.zero_grad()
-            loss_of(order[i : i + batch_size]).backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            vl = sum(loss_of(val[i : i + 128]).item() * len(val[i : i + 128]) for i in range(0, len(val), 128)) / len(val)
-        log(f"epoch {ep}: val loss {vl:.4f}")
-        if vl < best["val_loss"]:
-            best = {"epoch": ep, "val_loss": vl}
-            recipe = {"kind": "verifier", "epochs": epochs, "lr": lr, "lora_r": lora_r, "records": len(records), **best}
-            save_checkpoint(out, net, model, tok, training=recipe)
-            (Path(out) / VERIFIER_FILE).write_text(json.dumps({"base": base}) + "\n")
-    return best
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m sglang_stop.scorers.verifier", description="train a Type II verifier")
-    ap.add_argument("--labels", action="append", required=True, help="label JSONL (repeatable)")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--base", default=TESTBED, help="model to copy: a HF dir, or 'testbed' (the embedded model)")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--lora-r", type=int, default=8)
-    ap.add_argument("--max-records", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    recs = [json.loads(line) for f in a.labels for line in Path(f).read_text().splitlines() if line.strip()]
-    recs = [r for r in recs if "token_ids" in r][: a.max_records]
-    print(train_verifier(recs, a.base, a.out, epochs=a.epochs, lr=a.lr, lora_r=a.lora_r))
-
-
-if __name__ == "__main__":
-    main()

@@ -273,6 +273,43 @@ def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_asse
           + json.dumps({k: v for k, v in best.items() if k != "epoch"}))
 
 
+@click.command("train-verifier")
+@click.option("--labels", required=True, multiple=True, help="label JSONL file(s), as `sglang-stop label` writes them")
+@click.option("--out", required=True, help="checkpoint directory")
+@click.option("--base", default="testbed", show_default=True,
+              help="the model the verifier copies: a HF model dir, or 'testbed' (the committed testbed model)")
+@click.option("--epochs", type=POSITIVE, default=3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lora-r", type=POSITIVE, default=8, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True), default=0.2,
+              show_default=True)
+@click.option("--max-records", type=POSITIVE, default=None, help="train on the first this many records")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", type=POSITIVE, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout (epoch lines go to stderr)")
+def train_verifier_cmd(labels: tuple[str, ...], out: str, base: str, epochs: int, lr: float, lora_r: int,
+                       batch_size: int, val_fraction: float, max_records: int | None, seed: int, threads: int,
+                       as_json: bool) -> None:
+    """Train a Type II verifier (the `verifier` scorer: re-encodes each prefix with its own model copy)."""
+    import torch
+
+    from sglang_stop.training.labels import load_labels
+    from sglang_stop.training.verifier import train_verifier
+
+    if base != "testbed" and not Path(base).is_dir():
+        raise UserError(f"--base: {base}: not a model directory (or 'testbed')")
+    out_p = Path(out)
+    if out_p.exists() and not out_p.is_dir():
+        raise UserError(f"--out: {out_p}: exists and is not a directory")
+    records = [r for f in labels for r in load_labels(f)][:max_records]
+    torch.set_num_threads(threads)
+    best = train_verifier(records, base, out_p, epochs=epochs, lr=lr, lora_r=lora_r, batch_size=batch_size,
+                          val_fraction=val_fraction, seed=seed, log=lambda line: click.echo(line, err=as_json))
+    _emit(as_json, {"out": str(out_p), "records": len(records), "best": best},
+          f"wrote {out_p}: best epoch {best['epoch']}: val loss {best['val_loss']:.4f}")
+
+
 @click.group()
 def main() -> None:
     """STOP scorer training (standalone group; also wired into `sglang-stop`)."""
@@ -280,6 +317,7 @@ def main() -> None:
 
 main.add_command(label_cmd)
 main.add_command(train_cmd)
+main.add_command(train_verifier_cmd)
 
 if __name__ == "__main__":
     from sglang_stop.cli_errors import run_cli_group

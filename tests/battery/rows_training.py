@@ -11,6 +11,7 @@ from tests.battery import TESTBED_STOP, Case
 
 LABEL = ["sglang-stop", "label", "--problems", "2", "--out", "{tmp}/labels.jsonl"]
 TRAIN = ["sglang-stop", "train", "--epochs", "1"]
+VTRAIN = ["sglang-stop", "train-verifier", "--epochs", "1"]
 RUN_STOP = ["sglang-stop", "run", "--model", "{testbed}", "--task", "testbed", "--scorer", "stop", "--problems", "1",
             "--config", "{cfg}"]
 
@@ -131,6 +132,12 @@ ROWS: list[Case] = [
          "l.jsonl:1: invalid JSON", setup=_write("l.jsonl", "not json\n")),
     Case("train-labels-one-problem", [*TRAIN, "--labels", "{tmp}/labels.jsonl", "--out", "{tmp}/ck"], 2,
          "need both", setup=_labels_file(problems=1)),
+    Case("train-verifier-labels-garbage", [*VTRAIN, "--labels", "{tmp}/l.jsonl", "--out", "{tmp}/v"], 2,
+         "l.jsonl:1: invalid JSON", setup=_write("l.jsonl", "not json\n")),
+    Case("train-verifier-one-problem", [*VTRAIN, "--labels", "{tmp}/labels.jsonl", "--out", "{tmp}/v"], 2,
+         "need both", setup=_labels_file(problems=1)),
+    Case("train-verifier-bad-base", [*VTRAIN, "--labels", "{tmp}/labels.jsonl", "--base", "{tmp}/nope", "--out",
+                                     "{tmp}/v"], 2, "--base: ", setup=_labels_file()),
     Case("train-out-is-file", [*TRAIN, "--labels", "{tmp}/labels.jsonl", "--out", "{tmp}/labels.jsonl"], 2,
          "exists and is not a directory", setup=_labels_file()),
     Case("train-out-not-a-checkpoint", [*TRAIN, "--labels", "{tmp}/labels.jsonl", "--out", "{tmp}"], 2,
