@@ -65,12 +65,18 @@ class ProgramResult(BaseModel):
 def _online(
     states: list[Any], view: Callable[[Any], Branch], close: Callable[..., None], cfg: RuntimeConfig, on: OnlineConfig
 ) -> tuple[list[Any], dict[int, float], float]:
-    """DeepConf's online mode. Returns the paths that ran to the end (warmup included), each path's lowest
-    group confidence (scored paths: its vote weight), and the bar. Stopped paths are closed here."""
+    """DeepConf's online mode. Returns the paths that ran to the end (warmup included), their lowest group
+    confidences (a voter's weight; computed once, when a path has ended), and the bar. Stopped paths are
+    closed here."""
     max_new = cfg.sampling.max_new_tokens
+
+    def lowest_of(sts: list[Any]) -> dict[int, float]:
+        views = [view(st) for st in sts]
+        return {v.index: lowest_window_mean(token_confidences(v, on.top_k), on.window) for v in views}
+
     warm, running = states[: on.warmup], states[on.warmup :]
     _run_segment(warm, "warmup", cfg, max_new)
-    lowest = {view(st).index: lowest_window_mean(token_confidences(view(st), on.top_k), on.window) for st in warm}
+    lowest = lowest_of(warm)
     bar = online_threshold(list(lowest.values()), on.percentile)
     done, generated, checked = list(warm), 0, {id(st): 0 for st in running}
     while running and generated < max_new:
@@ -78,10 +84,9 @@ def _online(
         _run_segment(running, f"online{generated}", cfg, step)
         generated += step
         still = []
-        for st in running:
+        for st in running:  # only the tokens since the last check are tested (the rule is incremental)
             v = view(st)
             confs = token_confidences(v, on.top_k)
-            lowest[v.index] = lowest_window_mean(confs, on.window)
             if online_stop_at(confs, on.window, bar, start=checked[id(st)]) is not None:
                 close(st, below_conf_bar=True)
             elif v.finished:
@@ -90,7 +95,8 @@ def _online(
                 still.append(st)
             checked[id(st)] = len(confs)
         running = still
-    return done + running, lowest, bar
+    ended = done[len(warm) :] + running
+    return done + running, {**lowest, **lowest_of(ended)}, bar
 
 
 def branch_seed(seed: int, problem_key: str, index: int) -> int:
