@@ -84,7 +84,9 @@ class ServerSampler:
                     futures = [self.row_pool.submit(self._one, ep, ids, params, _row_seed(seed, r), key) for r in rows]
                     return [(r, f.result()) for r, f in zip(rows, futures)]
             except ServerError as e:
-                if self.fleet.router or e.status not in RETRYABLE or len(self.fleet.live()) == 1:
+                # Another group may have marked this worker dead a moment ago (it failed their requests too):
+                # what matters is whether a worker other than this one is left, not how many are live now.
+                if self.fleet.router or e.status not in RETRYABLE or not [w for w in self.fleet.live() if w != url]:
                     raise
                 self.fleet.dead.add(url)  # its groups move to the others; the rest stay where they are
 
