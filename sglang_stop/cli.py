@@ -312,6 +312,12 @@ def bench_scoring(model: str | None, prefix_lens: str, k: int, batch: int, lora_
 TESTBED_MODEL = Path(__file__).parent / "assets" / "testbed"
 TESTBED_STOP = Path(__file__).parent / "assets" / "testbed-stop"
 TESTBED_VERIFIER = Path(__file__).parent / "assets" / "testbed-verifier"
+REASONER_STOP = Path(__file__).parent / "assets" / "smollm2-reasoner-stop"
+# The committed pairs: a model, the task it is made for, its STOP checkpoint and verifier (if any).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "testbed": {"model": str(TESTBED_MODEL), "task": "testbed", "stop": TESTBED_STOP, "verifier": TESTBED_VERIFIER},
+    "smollm2-reasoner": {"model": "smollm2-reasoner", "task": "reasoner", "stop": REASONER_STOP, "verifier": None},
+}
 
 
 @bench.command("verifier")
@@ -399,6 +405,85 @@ def bench_compare(model: str | None, task: str | None, problems: int, n: int, pr
     click.echo(res.model_dump_json() if as_json else compare_text(res))
 
 
+# What `bench signals` scores on each model whose STOP checkpoint ships with the package.
+SIGNAL_ROWS: list[tuple[str, str, str, dict[str, Any]]] = [  # (row, taxonomy type, scorer, options)
+    ("logprob-min", "III", "logprob", {"window": 1, "reduce": "lowest"}),
+    ("logprob-mean", "III", "logprob", {}),
+    ("entropy", "III", "entropy", {}),
+    ("confidence-mean", "III", "confidence", {"top_k": 20}),
+    ("confidence-lowest", "III", "confidence", {"top_k": 20, "window": 8, "reduce": "lowest"}),
+    ("confidence-tail", "III", "confidence", {"top_k": 20, "window": 8, "reduce": "tail"}),
+    ("confidence-bottom10", "III", "confidence", {"top_k": 20, "window": 8, "reduce": "bottom10"}),
+    ("diversity", "I", "diversity", {"unit": "token", "n": 3}),
+    ("random", "-", "random", {}),
+]
+
+
+@bench.command("signals")
+@click.option("--labels", required=True, help="held-out label JSONL (`sglang-stop label`, e.g. -P 16 -K 1: whole paths)")
+@click.option("--model", default=None, help="base model (dir or name); default: the committed testbed model")
+@click.option("--checkpoint", default=None, help="STOP checkpoint; default: the model's committed one")
+@click.option("--extra-stop", "extra", multiple=True, metavar="NAME=CKPT",
+              help="another STOP checkpoint as its own row (ablations: hard labels, no adapter, k)")
+@click.option("--verifier", "verifier_dir", default=None, help="Type II verifier checkpoint (default: the model's, if any)")
+@click.option("--keep", "keeps", default="1,2,4", show_default=True, help="prefixes kept per problem, comma-separated")
+@click.option("--online", "online_json", multiple=True, metavar="JSON",
+              help='replay DeepConf online with these options, e.g. \'{"percentile": 90, "window": 8}\' (repeatable)')
+@click.option("--png", default=None, help="write accuracy vs tokens per scorer to this PNG")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def bench_signals(labels: str, model: str | None, checkpoint: str | None, extra: tuple[str, ...],
+                  verifier_dir: str | None, keeps: str, online_json: tuple[str, ...], png: str | None, seed: int,
+                  threads: int | None, as_json: bool) -> None:
+    """Every scorer on the same held-out paths: within-problem AUC and pruning replayed at each keep."""
+    import random
+
+    from sglang_stop.bench.signals import run_signals_bench, scorer_fn, signals_png, signals_text, stop_fn
+    from sglang_stop.models import load_model
+    from sglang_stop.training.labels import load_labels
+
+    _set_threads(threads)
+    ks = positive_ints("--keep", keeps)
+    from sglang_stop.config import OnlineConfig
+
+    from pydantic import ValidationError
+
+    from sglang_stop.errors import validation_message
+
+    online = []
+    for raw in online_json:
+        try:
+            online.append(OnlineConfig.model_validate(_json_object("--online", raw)))
+        except ValidationError as e:
+            raise UserError(validation_message(e, "--online")) from None
+    defaults = MODEL_DEFAULTS.get(model or "testbed")
+    if model is not None and defaults is None and checkpoint is None:
+        raise UserError(f"--checkpoint: no committed STOP checkpoint for model {model!r}; name one")
+    ckpt = checkpoint or (defaults or {}).get("stop")
+    verifier = verifier_dir or (defaults or {}).get("verifier")
+    records = load_labels(labels)
+    if not records:
+        raise UserError(f"--labels: {labels}: no label records")
+    m, tok = load_model(defaults["model"] if defaults else model)
+    rng = random.Random(seed)
+    rows: dict[str, tuple[str, Any]] = {"stop": ("IV", stop_fn(str(ckpt), m))}
+    for item in extra:
+        name, sep, path = item.partition("=")
+        if not sep or not name or name in rows:
+            raise UserError(f"--extra-stop {item!r}: expected NAME=CKPT with a new NAME")
+        rows[name] = ("IV", stop_fn(path, m))
+    if verifier:
+        rows["verifier"] = ("II", scorer_fn("verifier", {"checkpoint": str(verifier)}, rng))
+    for name, kind, scorer, opts in SIGNAL_ROWS:
+        rows[name] = (kind, scorer_fn(scorer, opts, rng))
+    res = run_signals_bench(m, records, rows, keeps=ks, online=online, pad_id=tok.pad_token_id or 0, seed=seed,
+                            labels=labels, model_name=model or "testbed", progress=True)
+    if png:
+        signals_png(res, png)
+    click.echo(res.model_dump_json() if as_json else signals_text(res))
+
+
 def _json_object(flag: str, raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
@@ -423,11 +508,12 @@ def _parse_scorer_options(items: tuple[str, ...], names: list[str]) -> dict[str,
 def _add_commands() -> None:
     from sglang_stop.report_cli import report_cmd
     from sglang_stop.serve.cli import serve_cmd
-    from sglang_stop.training.cli import label_cmd, train_cmd, train_verifier_cmd
+    from sglang_stop.training.cli import label_cmd, train_cmd, train_reasoner_cmd, train_verifier_cmd
 
     cli.add_command(label_cmd, "label")
     cli.add_command(train_cmd, "train")
     cli.add_command(train_verifier_cmd, "train-verifier")
+    cli.add_command(train_reasoner_cmd, "train-reasoner")
     cli.add_command(report_cmd, "report")
     cli.add_command(serve_cmd, "serve")
 

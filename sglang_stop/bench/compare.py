@@ -4,6 +4,7 @@ so only the choice of kept paths differs. Accuracy with paired bootstrap 95% int
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -38,14 +39,14 @@ class CompareBench(BaseModel):
     p_stop_better: dict[str, float] = {}
 
 
-def bootstrap_ci(correct: list[bool], boot: int, seed: int) -> tuple[float, float]:
+def bootstrap_ci(correct: Sequence[float], boot: int, seed: int) -> tuple[float, float]:
     rng = random.Random(seed)
     n = len(correct)
     accs = sorted(sum(correct[rng.randrange(n)] for _ in range(n)) / n for _ in range(boot))
     return accs[int(0.025 * boot)], accs[min(boot - 1, int(0.975 * boot))]
 
 
-def paired_win_rate(a: list[bool], b: list[bool], boot: int, seed: int) -> float:
+def paired_win_rate(a: Sequence[float], b: Sequence[float], boot: int, seed: int) -> float:
     rng = random.Random(seed)
     n = len(a)
     wins = 0

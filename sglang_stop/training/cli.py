@@ -102,7 +102,7 @@ def _emit(as_json: bool, obj: dict[str, Any], human: str) -> None:
 @click.option("--task", default="testbed", show_default=True, help="any `sglang-stop run --task` spec")
 @click.option("--problems-jsonl", default=None, help="problems {id, question, answer}, scored as --task")
 @click.option("--split", type=click.Choice(["label", "eval"]), default=None,
-              help="testbed split: label (STOP training; the default) or eval")
+              help="split of a task that has them (testbed, reasoner): label (STOP training; the default) or eval")
 @click.option("--problems", "n", type=POSITIVE, default=500, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("-P", "--prefixes", type=POSITIVE, default=8, show_default=True)
@@ -156,7 +156,8 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
     if split is not None and not testbed_split:
         _warn(f"--split {split}: ignored (it picks the testbed task's problems; "
               f"{'--problems-jsonl gives them' if problems_jsonl else f'task is {the_task.spec!r}'})")
-    split = (split or the_task.splits[0]) if testbed_split else None
+    default_split = "label" if "label" in the_task.splits else (the_task.splits or ("",))[0]
+    split = (split or default_split) if testbed_split else None
     settings = {"task": the_task.spec, "split": split,
                 "problems_jsonl": str(Path(problems_jsonl).resolve()) if problems_jsonl else None}
     probs = _problems(the_task, problems_jsonl, n, seed, split)
@@ -310,6 +311,46 @@ def train_verifier_cmd(labels: tuple[str, ...], out: str, base: str, epochs: int
           f"wrote {out_p}: best epoch {best['epoch']}: val loss {best['val_loss']:.4f}")
 
 
+@click.command("train-reasoner")
+@click.option("--out", required=True, help="adapter directory (peft layout, bf16; written atomically at the end)")
+@click.option("--work", default=None, help="resume state and loss log (default: OUT.work); a rerun resumes there")
+@click.option("--steps", type=POSITIVE, default=240, show_default=True)
+@click.option("--train-problems", type=POSITIVE, default=4000, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lora-r", type=POSITIVE, default=8, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", type=POSITIVE, default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def train_reasoner_cmd(out: str, work: str | None, steps: int, train_problems: int, batch_size: int, lr: float,
+                       lora_r: int, seed: int, threads: int, as_json: bool) -> None:
+    """Fine-tune the embedded SmolLM2-135M-Instruct into the `smollm2-reasoner` (LoRA on the `reasoner`
+    task's written solutions, its train split; docs/reasoner.md)."""
+    from sglang_stop.config import RuntimeConfig
+    from sglang_stop.runner import format_prompt
+    from sglang_stop.tasks.reasoner import ReasonerTask, examples
+    from sglang_stop.training.reasoner import ReasonerRecipe, encode_examples, train_reasoner
+
+    out_p = Path(out)
+    if out_p.exists() and not out_p.is_dir():
+        raise UserError(f"--out: {out_p}: exists and is not a directory")
+    recipe = ReasonerRecipe(train_problems=train_problems, steps=steps, batch_size=batch_size, lr=lr,
+                            lora_r=lora_r, lora_alpha=2.0 * lora_r, seed=seed)
+    model, tok = _load_model(None, threads)
+    task, cfg = ReasonerTask(), RuntimeConfig()
+    pairs = [(p.question, sol) for p, sol in examples("train", recipe.train_problems)]
+    rows = encode_examples(
+        pairs,
+        encode_prompt=lambda q: list(tok(format_prompt(task, cfg, tok, q), add_special_tokens=True)["input_ids"]),
+        encode_text=lambda t: list(tok(t, add_special_tokens=False)["input_ids"]),
+        eos_id=tok.eos_token_id,
+    )
+    res = train_reasoner(model, rows, recipe, Path(work) if work else out_p.with_name(out_p.name + ".work"), out_p,
+                         pad_id=tok.pad_token_id or 0)
+    _emit(as_json, {**res, "examples": len(rows)},
+          f"wrote {out_p}: {res['steps']} steps on {len(rows)} examples, final loss {res['final_loss']:.4f}")
+
+
 @click.group()
 def main() -> None:
     """STOP scorer training (standalone group; also wired into `sglang-stop`)."""
@@ -318,6 +359,7 @@ def main() -> None:
 main.add_command(label_cmd)
 main.add_command(train_cmd)
 main.add_command(train_verifier_cmd)
+main.add_command(train_reasoner_cmd)
 
 if __name__ == "__main__":
     from sglang_stop.cli_errors import run_cli_group

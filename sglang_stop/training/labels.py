@@ -46,6 +46,10 @@ class LabelRecord(BaseModel):
     K: int
     cont_lengths: list[int] = Field(description="full generated length (prefix + continuation) of each continuation")
     cont_answers: list[str | None]
+    cont_token_ids: list[list[int]] | None = Field(
+        None, description="each continuation's tokens (after the prefix): the whole paths, for replaying a "
+        "policy that reads every token (DeepConf online); absent in files written before they were kept",
+    )
     seed: int
 
 
@@ -153,6 +157,7 @@ def label_problems(
                         K=len(cs),
                         cont_lengths=[len(g) + len(c) for c in cs],
                         cont_answers=answers,
+                        cont_token_ids=[list(c) for c in cs],
                         seed=job.seed,
                     )
                 )
