@@ -244,10 +244,12 @@ def bench_pipeline(
     from sglang_stop.bench.pipeline import run_pipeline_bench
     from sglang_stop.runner import make_backend
 
-    lp = 32 if prefix_len is None else prefix_len
-    k = 4 if keep is None else keep
-    cfg = _build_config(config, n=16 if n is None else n, prefix_len=lp, keep=k, scorer=scorer or "confidence",
-                        seed=seed, model=model, max_new_tokens=max_new_tokens)
+    cfg = _build_config(config, n=n, prefix_len=prefix_len, keep=keep, scorer=scorer, seed=seed, model=model,
+                        max_new_tokens=max_new_tokens)
+    if len(cfg.stages) != 1 or cfg.stages[0].keep is None:  # the config's one stage is what is compared
+        raise UserError("bench pipeline: give one prune stage (--prefix-len and --keep, or a config with one "
+                        "stage of a fixed keep)")
+    lp, k = cfg.stages[0].prefix_len, cfg.stages[0].keep
     _set_threads(threads)
     tsk, probs = _task_and_problems(cfg, task, problems, cfg.seed)
     backend = make_backend(cfg.model)
@@ -315,8 +317,10 @@ TESTBED_VERIFIER = Path(__file__).parent / "assets" / "testbed-verifier"
 REASONER_STOP = Path(__file__).parent / "assets" / "smollm2-reasoner-stop"
 # The committed pairs: a model, the task it is made for, its STOP checkpoint and verifier (if any).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "testbed": {"model": str(TESTBED_MODEL), "task": "testbed", "stop": TESTBED_STOP, "verifier": TESTBED_VERIFIER},
-    "smollm2-reasoner": {"model": "smollm2-reasoner", "task": "reasoner", "stop": REASONER_STOP, "verifier": None},
+    "testbed": {"model": str(TESTBED_MODEL), "task": "testbed", "stop": TESTBED_STOP, "verifier": TESTBED_VERIFIER,
+                "max_new_tokens": 64},
+    "smollm2-reasoner": {"model": "smollm2-reasoner", "task": "reasoner", "stop": REASONER_STOP, "verifier": None,
+                         "max_new_tokens": 96},
 }
 
 
@@ -345,13 +349,13 @@ def bench_verifier(model: str | None, checkpoint: str | None, verifier_dir: str 
 
 
 @bench.command("compare")
-@click.option("--model", default=None, help="HF model dir; default: the committed testbed model")
-@click.option("--task", default=None, help="default: testbed (with the testbed model)")
+@click.option("--model", default=None, help="HF model dir or name; default: the committed testbed model")
+@click.option("--task", default=None, help="default: the model's own (testbed, reasoner), else the default mix")
 @click.option("--problems", default=200, show_default=True)
 @click.option("--n", default=16, show_default=True)
 @click.option("--prefix-len", default=16, show_default=True)
 @click.option("--keep", default=4, show_default=True)
-@click.option("--max-new-tokens", default=64, show_default=True)
+@click.option("--max-new-tokens", type=int, default=None, help="default: the model's (testbed 64, reasoner 96), else 64")
 @click.option("--temperature", default=1.0, show_default=True, help="the committed testbed STOP checkpoint's labels are at T=1")
 @click.option("--checkpoint", default=None, help="STOP checkpoint; default: the committed testbed one")
 @click.option("--scorers", "scorer_names", default="none,random,confidence,entropy,stop", show_default=True)
@@ -364,7 +368,7 @@ def bench_verifier(model: str | None, checkpoint: str | None, verifier_dir: str 
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(model: str | None, task: str | None, problems: int, n: int, prefix_len: int, keep: int,
-                  max_new_tokens: int, temperature: float, checkpoint: str | None, scorer_names: str,
+                  max_new_tokens: int | None, temperature: float, checkpoint: str | None, scorer_names: str,
                   scorer_options: tuple[str, ...], online_json: str | None, seed: int, concurrency: int,
                   threads: int | None, as_json: bool) -> None:
     """Scorers at matched budget (same N, Lp, K, seeds) on held-out problems, with bootstrap intervals."""
@@ -375,18 +379,20 @@ def bench_compare(model: str | None, task: str | None, problems: int, n: int, pr
     from sglang_stop.tasks import load_task
 
     _set_threads(threads)
-    model_dir = model or str(TESTBED_MODEL)
-    tsk = load_task(task or ("testbed" if model is None else "default"))
+    defaults = MODEL_DEFAULTS.get(model or "testbed") or {}  # a committed pair: its task and checkpoints
+    model_dir = defaults.get("model", model)
+    tsk = load_task(task or defaults.get("task", "default"))
     names = [x.strip() for x in scorer_names.split(",") if x.strip()]
-    ckpt = checkpoint or (str(TESTBED_STOP) if model is None else None)
+    ckpt = checkpoint or (str(defaults["stop"]) if defaults else None)
     if "stop" in names and ckpt is None:
         raise UserError("--checkpoint: the stop scorer needs a STOP checkpoint for this model")
     opts: dict[str, dict[str, Any]] = {name: ({"checkpoint": ckpt} if name == "stop" else {}) for name in names}
-    if "verifier" in names and model is None:  # the committed testbed verifier, as for stop
-        opts["verifier"] = {"checkpoint": str(TESTBED_VERIFIER)}
+    if "verifier" in names and defaults.get("verifier"):  # the committed verifier, as for stop
+        opts["verifier"] = {"checkpoint": str(defaults["verifier"])}
     for name, extra in _parse_scorer_options(scorer_options, names).items():
         opts[name].update(extra)
     online = _json_object("--online", online_json) if online_json is not None else None
+    max_new_tokens = max_new_tokens or defaults.get("max_new_tokens", 64)
     base = config_from_dict({"n": n, "seed": seed, "sampling": {"max_new_tokens": max_new_tokens,
                                                                  "temperature": temperature}}, "command line")
     if online is not None:  # validated with the row's own config now, before the model loads
@@ -430,12 +436,13 @@ SIGNAL_ROWS: list[tuple[str, str, str, dict[str, Any]]] = [  # (row, taxonomy ty
 @click.option("--online", "online_json", multiple=True, metavar="JSON",
               help='replay DeepConf online with these options, e.g. \'{"percentile": 90, "window": 8}\' (repeatable)')
 @click.option("--png", default=None, help="write accuracy vs tokens per scorer to this PNG")
+@click.option("--out", "out_json", default=None, help="also write the JSON result to this file")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def bench_signals(labels: str, model: str | None, checkpoint: str | None, extra: tuple[str, ...],
-                  verifier_dir: str | None, keeps: str, online_json: tuple[str, ...], png: str | None, seed: int,
-                  threads: int | None, as_json: bool) -> None:
+                  verifier_dir: str | None, keeps: str, online_json: tuple[str, ...], png: str | None,
+                  out_json: str | None, seed: int, threads: int | None, as_json: bool) -> None:
     """Every scorer on the same held-out paths: within-problem AUC and pruning replayed at each keep."""
     import random
 
@@ -481,6 +488,10 @@ def bench_signals(labels: str, model: str | None, checkpoint: str | None, extra:
                             labels=labels, model_name=model or "testbed", progress=True)
     if png:
         signals_png(res, png)
+    if out_json:
+        from sglang_stop.io import atomic_write_text
+
+        atomic_write_text(out_json, res.model_dump_json(indent=1) + "\n")
     click.echo(res.model_dump_json() if as_json else signals_text(res))
 
 

@@ -200,6 +200,8 @@ def load_model(path: str | Path | None = None, device: str = "auto", dtype: str 
         raise UserError(f"model.path: {model_dir}: cannot load ({type(e).__name__}): {first[:300]}") from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
+    if path is not None and is_model_name(str(path)):  # record headers name the model, not its cache dir
+        model.config._name_or_path = str(path)
     model.to(dev)  # type: ignore[arg-type]  # transformers stubs type .to() oddly
     model.eval()
     from sglang_stop.attention import use_gqa_sdpa

@@ -109,3 +109,17 @@ def test_embedded_default_converts_once(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=12, do_sample=False)
     assert "5" in tok.decode(out[0, ids.shape[1]:])
+
+
+def test_named_reasoner_loads_as_base_plus_its_adapter():
+    """`smollm2-reasoner` = the embedded base with the committed LoRA merged: a plain cached HF dir whose
+    weights differ from the base's, named by the model name in record headers."""
+    from sglang_stop.models import REASONER_NAME, load_model, model_dir_of, model_identity
+
+    d = model_dir_of(REASONER_NAME)
+    assert (d / "config.json").is_file() and model_dir_of(REASONER_NAME) == d  # built once, then reused
+    model, tok = load_model(REASONER_NAME, device="cpu", dtype="float32")
+    base, _ = load_model(None, device="cpu", dtype="float32")
+    ident = model_identity(model)
+    assert ident["name"] == REASONER_NAME and ident["weights_hash"] != model_identity(base)["weights_hash"]
+    assert tok.chat_template

@@ -114,9 +114,10 @@ def test_signals_cli_rows_json_and_png(testbed_labels, tmp_path):
 
     png = tmp_path / "sig.png"
     r = CliRunner().invoke(cli, ["bench", "signals", "--labels", str(testbed_labels), "--keep", "1,3",
-                                 "--online", '{"percentile": 50, "window": 4}', "--png", str(png), "--json"])
+                                 "--online", '{"percentile": 50, "window": 4}', "--png", str(png), "--out", str(tmp_path / "s.json"), "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
+    assert json.loads((tmp_path / "s.json").read_text()) == res
     names = [row["name"] for row in res["rows"]]
     assert names[:2] == ["stop", "verifier"] and {"logprob-min", "confidence-bottom10", "diversity", "random"} <= set(names)
     assert {row["type"] for row in res["rows"]} == {"I", "II", "III", "IV", "-"}

@@ -177,3 +177,23 @@ def test_problems_jsonl_rows_checked_and_ids_as_strings(tmp_path):
         _read_problems_jsonl(str(f))
     with pytest.raises(UserError, match="nope.jsonl: file not found"):
         _read_problems_jsonl(str(tmp_path / "nope.jsonl"))
+
+
+def test_hf_sampler_shares_the_common_prompt_and_matches_plain_generate():
+    """Rows of one prompt: its cache is encoded once and shared; greedy output equals generate per row,
+    whatever the row order or a second prompt of another length in the same call."""
+    from sglang_stop.models import load_model
+    from sglang_stop.testbed import asset_dir
+    from sglang_stop.training.hf_sampler import HFSampler, SampleParams
+
+    m, tok = load_model(str(asset_dir()), device="cpu", dtype="float32")
+    p = tok("Q3+4-2=", add_special_tokens=False)["input_ids"]
+    q = tok("Q9-8+1-5=", add_special_tokens=False)["input_ids"]
+    got = HFSampler(m, tok.eos_token_id, tok.pad_token_id)([p, q, p, q + [5]], SampleParams(temperature=0, max_new_tokens=30), 0)
+
+    def plain(ids):
+        out = m.generate(input_ids=torch.tensor([ids]), max_new_tokens=30, do_sample=False,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, len(ids):].tolist()
+        return out[: out.index(tok.eos_token_id)] if tok.eos_token_id in out else out
+
+    assert got == [plain(p), plain(q), plain(p), plain(q + [5])]

@@ -1,4 +1,5 @@
-"""A small batched sampler over HF ``generate`` (left-padded, per-call seed).
+"""A small batched sampler over HF ``generate`` (rows of one length together, shared prompt encoded once,
+per-call seed).
 
 Stand-in for the runtime backend while labelling the tiny testbed model: labelling only needs
 "continue these token ids K times", which :class:`HFSampler` provides behind the same callable
@@ -29,30 +30,50 @@ class HFSampler:
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Sequence[int]], params: SampleParams, seed: int) -> list[list[int]]:
         torch.manual_seed(seed)
-        out: list[list[int]] = []
+        out: list[list[int] | None] = [None] * len(prompts)
+        # Rows of one length are sampled together; their common prefix (a problem's prompt, shared by its
+        # P*K rows) is encoded once and its cache shared, instead of once per row.
+        by_len: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            by_len.setdefault(len(p), []).append(i)
+        for _, rows in sorted(by_len.items()):
+            for s in range(0, len(rows), self.batch_size):
+                chunk = rows[s : s + self.batch_size]
+                for i, g in zip(chunk, self._generate([prompts[i] for i in chunk], params)):
+                    out[i] = g
+        return [g if g is not None else [] for g in out]
+
+    def _generate(self, chunk: Sequence[Sequence[int]], params: SampleParams) -> list[list[int]]:
+        """Sample same-length rows (no padding), their longest common prefix encoded once."""
         dev = next(self.model.parameters()).device
-        for s in range(0, len(prompts), self.batch_size):
-            chunk = prompts[s : s + self.batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, p in enumerate(chunk):
-                ids[i, width - len(p) :] = torch.tensor(list(p))
-                mask[i, width - len(p) :] = 1
-            greedy = params.temperature == 0
-            gen = self.model.generate(
-                input_ids=ids.to(dev),
-                attention_mask=mask.to(dev),
-                do_sample=not greedy,
-                temperature=None if greedy else params.temperature,
-                top_p=None if greedy else params.top_p,
-                top_k=None if (greedy or params.top_k < 1) else params.top_k,
-                max_new_tokens=params.max_new_tokens,
-                eos_token_id=self.eos_id,
-                pad_token_id=self.pad_id,
-            )[:, width:]
-            for row in gen.tolist():
-                if self.eos_id in row:
-                    row = row[: row.index(self.eos_id)]
-                out.append([t for t in row if t != self.pad_id])
-        return out
+        ids = torch.tensor([list(p) for p in chunk], dtype=torch.long, device=dev)
+        width = ids.shape[1]
+        same = (ids == ids[:1]).all(0).tolist()
+        common = same.index(False) if False in same else width
+        common = min(common, width - 1)  # generate needs at least one uncached input token
+        kwargs = {}
+        if common >= 2:
+            cache = self.model(input_ids=ids[:1, :common], use_cache=True).past_key_values
+            for layer in cache.layers:
+                layer.keys = layer.keys.expand(len(chunk), -1, -1, -1).contiguous()
+                layer.values = layer.values.expand(len(chunk), -1, -1, -1).contiguous()
+            kwargs["past_key_values"] = cache
+        greedy = params.temperature == 0
+        gen = self.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=not greedy,
+            temperature=None if greedy else params.temperature,
+            top_p=None if greedy else params.top_p,
+            top_k=None if (greedy or params.top_k < 1) else params.top_k,
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            **kwargs,
+        )[:, width:]
+        res = []
+        for row in gen.tolist():
+            if self.eos_id in row:
+                row = row[: row.index(self.eos_id)]
+            res.append([t for t in row if t != self.pad_id])
+        return res

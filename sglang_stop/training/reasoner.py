@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from sglang_stop.errors import UserError
 from sglang_stop.io import JsonlAppender, atomic_dir, atomic_write_bytes
 
+BASE_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF is a quantization of
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -169,6 +170,9 @@ def save_adapter(peft_model: Any, out: Path, recipe: ReasonerRecipe) -> None:
     """The LoRA adapter in bf16 (peft's layout) plus ``recipe.json``, replacing ``out`` atomically."""
     for p in _trainable(peft_model).values():
         p.data = p.data.to(torch.bfloat16)
+    for cfg in peft_model.peft_config.values():  # the base's public name, not this machine's cache path
+        cfg.base_model_name_or_path = BASE_NAME
     with atomic_dir(out) as tmp:
         peft_model.save_pretrained(str(tmp))
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
         (tmp / "recipe.json").write_text(json.dumps(recipe.model_dump(), indent=2) + "\n")
