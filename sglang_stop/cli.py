@@ -484,6 +484,10 @@ def bench_signals(labels: str, model: str | None, checkpoint: str | None, extra:
         rows["verifier"] = ("II", scorer_fn("verifier", {"checkpoint": str(verifier)}, rng))
     for name, kind, scorer, opts in SIGNAL_ROWS:
         rows[name] = (kind, scorer_fn(scorer, opts, rng))
+    if model is None:  # the testbed's written steps can be checked: the oracle a learned scorer approaches
+        from sglang_stop.testbed.data import check_steps
+
+        rows["check_steps oracle"] = ("-", lambda p: [float(check_steps(r.question + r.prefix_text)) for r in p.records])
     res = run_signals_bench(m, records, rows, keeps=ks, online=online, pad_id=tok.pad_token_id or 0, seed=seed,
                             labels=labels, model_name=model or "testbed", progress=True)
     if png:

@@ -20,7 +20,7 @@ LAYERS: list[list[str]] = [
     ["sglang_stop.tasks", "sglang_stop.testbed", "sglang_stop.scorers", "sglang_stop.backends"],
     ["sglang_stop.program", "sglang_stop.fleet"],
     ["sglang_stop.runner", "sglang_stop.bench", "sglang_stop.training", "sglang_stop.testbed.train",
-     "sglang_stop.testbed.evaluate", "sglang_stop.report", "sglang_stop.calibrate", "sglang_stop.advisor"],
+     "sglang_stop.report", "sglang_stop.calibrate", "sglang_stop.advisor"],
     ["sglang_stop.api", "sglang_stop.run_command", "sglang_stop.serve", "sglang_stop.srt"],
     ["sglang_stop", "sglang_stop.cli_errors", "sglang_stop.cli", "sglang_stop.report_cli",
      "sglang_stop.training.cli", "sglang_stop.advisor.cli", "sglang_stop.serve.cli", "sglang_stop.serve.__main__"],

@@ -119,7 +119,8 @@ def test_signals_cli_rows_json_and_png(testbed_labels, tmp_path):
     res = json.loads(r.stdout)
     assert json.loads((tmp_path / "s.json").read_text()) == res
     names = [row["name"] for row in res["rows"]]
-    assert names[:2] == ["stop", "verifier"] and {"logprob-min", "confidence-bottom10", "diversity", "random"} <= set(names)
+    assert names[:2] == ["stop", "verifier"] and {"logprob-min", "confidence-bottom10", "diversity", "random",
+                                                  "check_steps oracle"} <= set(names)
     assert {row["type"] for row in res["rows"]} == {"I", "II", "III", "IV", "-"}
     for row in res["rows"]:
         assert set(row["keep"]) == {"1", "3"}
