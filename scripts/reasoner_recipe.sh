@@ -11,7 +11,7 @@ mkdir -p "$RUNS"
 $S train-reasoner --out sglang_stop/assets/smollm2-reasoner --work "$RUNS/reasoner.work" \
     --steps "${STEPS:-130}" --threads 2
 # 2. Monte Carlo labels on the label pool (P=4 prefixes of 16 tokens, K=8 continuations each)
-$S label --task reasoner --split label --problems "${PROBLEMS:-250}" -P 4 -K 8 --prefix-len 16 \
+$S label --task reasoner --split label --problems "${PROBLEMS:-128}" -P 4 -K 8 --prefix-len 16 \
     --max-new-tokens 96 --threads 2 --out "$RUNS/labels-train.jsonl"
 # 3. STOP on those labels (k=4 [STOP] tokens, LoRA r=4: a 5 MB checkpoint)
 $S train --model smollm2-reasoner --labels "$RUNS/labels-train.jsonl" --out sglang_stop/assets/smollm2-reasoner-stop \

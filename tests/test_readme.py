@@ -32,6 +32,11 @@ RUN: dict[str, str | None] = {
     "sglang-stop run --model /path/to/hf-model --task mmath:aime2024 --n 64 --prefix-len 2048 --keep 8 --max-new-tokens 8192":
         None,
     "sglang-stop schema": "sglang-stop schema",
+    "sglang-stop run --config configs/reasoner.yaml --problems 20":
+        "sglang-stop run --config configs/reasoner.yaml --problems 1 --n 4 --prefix-len 16 --keep 2 --max-new-tokens 32",
+    "sglang-stop bench pipeline --config configs/reasoner.yaml --problems 20":
+        "sglang-stop bench pipeline --config configs/reasoner.yaml --problems 1 --n 4 --prefix-len 16 --keep 2 "
+        "--max-new-tokens 32",
     "sglang-stop bench pipeline --problems 20 --n 16 --prefix-len 32 --keep 4":
         f"sglang-stop bench pipeline --problems 2 --n 16 --prefix-len 32 --keep 4 {TB} {FAST}",
     "sglang-stop label --model M --task T --problems 500 -P 8 -K 16 --prefix-len 16 --out labels.jsonl":
