@@ -62,3 +62,10 @@ def cache_with_room(buffers: Past, filled: int) -> DynamicCache:
     cache = DynamicCache()
     cache.layers = [ReservedLayer(k, v, filled) for k, v in buffers]
     return cache
+
+
+def expand_rows(cache: DynamicCache, rows: int) -> DynamicCache:
+    """A one-row cache (a shared prompt) repeated for ``rows`` rows: what every row then extends."""
+    return cache_from_past(
+        tuple((k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous()) for k, v in past_of(cache))
+    )

@@ -28,6 +28,7 @@ from sglang_stop.aggregate import majority_vote
 from sglang_stop.backends.base import Branch, PrefixKV
 from sglang_stop.bench.compare import bootstrap_ci, paired_win_rate
 from sglang_stop.config import OnlineConfig
+from sglang_stop.kvcache import expand_rows
 from sglang_stop.policy import kept_positions, lowest_window_mean, online_stop_at, online_threshold, online_votes
 from sglang_stop.scorers import ScoreContext, make_scorer
 from sglang_stop.scorers.heuristics import token_confidences
@@ -118,9 +119,7 @@ def teacher_force(model: Any, group: list[LabelRecord], pad_id: int) -> Paths:
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=dev)
     for n, (_, _, g) in enumerate(rows):
         ids[n, : len(g)] = torch.tensor(g)
-    for layer in cache.layers:  # the prompt's KV for every row (right padding: no mask needed, causal)
-        layer.keys = layer.keys.expand(len(rows), -1, -1, -1).contiguous()
-        layer.values = layer.values.expand(len(rows), -1, -1, -1).contiguous()
+    cache = expand_rows(cache, len(rows))  # the prompt's KV for every row (right padding: no mask needed, causal)
     res = model(input_ids=ids, past_key_values=cache, use_cache=True)
     logits, past = res.logits, res.past_key_values
     kv_of: dict[int, int] = {}

@@ -21,6 +21,12 @@ def _split_mix(arg: str) -> list[str]:
     return comps
 
 
+def interleave(per: list[list[Problem]], n: int) -> list[Problem]:
+    """The first ``n`` of several lists taken round-robin (a mix's problem order)."""
+    out = [lst[i] for i in range(max(map(len, per), default=0)) for lst in per if i < len(lst)]
+    return out[:n]
+
+
 class MixTask(Task):
     def __init__(self, spec: str, components: list[Task]) -> None:
         super().__init__(spec)
@@ -42,9 +48,7 @@ class MixTask(Task):
 
     def problems(self, n: int, seed: int = 0) -> list[Problem]:
         k = len(self.components)
-        per = [c.problems(math.ceil(n / k), seed) for c in self.components]
-        out = [lst[i] for i in range(max(map(len, per), default=0)) for lst in per if i < len(lst)]
-        return out[:n]
+        return interleave([c.problems(math.ceil(n / k), seed) for c in self.components], n)
 
     def extract_answer(self, text: str) -> str | None:
         return self.components[0].extract_answer(text)

@@ -14,12 +14,13 @@ held-out figure). ``problems(n, seed)`` is the eval pool, as for the testbed.
 from __future__ import annotations
 
 import ast
+import math
 import operator
-from sglang_stop.errors import UserError
-from sglang_stop.tasks.base import Problem, register_task
-from sglang_stop.tasks.mix import MixTask, load_mix
 
-REASONER_MODEL = "smollm2-reasoner"
+from sglang_stop.errors import UserError
+from sglang_stop.models import REASONER_NAME
+from sglang_stop.tasks.base import Problem, register_task
+from sglang_stop.tasks.mix import MixTask, interleave, load_mix
 
 # One spec per family; the difficulty that puts the fine-tuned 135M model's per-path accuracy near 0.5.
 FAMILIES = (
@@ -107,12 +108,11 @@ class ReasonerTask(MixTask):
         # would give chain_sum and basic_arithmetic the same numbers
         k = len(self.components)
         base = SPLIT_SEEDS[split] + seed
-        per = [c.problems(-(-n // k), base + i * FAMILY_SEED_STRIDE) for i, c in enumerate(self.components)]
-        out = [lst[j] for j in range(max(map(len, per), default=0)) for lst in per if j < len(lst)]
-        return out[:n]
+        per = [c.problems(math.ceil(n / k), base + i * FAMILY_SEED_STRIDE) for i, c in enumerate(self.components)]
+        return interleave(per, n)
 
     def default_model(self) -> str | None:
-        return REASONER_MODEL
+        return REASONER_NAME
 
 
 def examples(split: str, n: int, seed: int = 0) -> list[tuple[Problem, str]]:

@@ -156,8 +156,10 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
     if split is not None and not testbed_split:
         _warn(f"--split {split}: ignored (it picks the testbed task's problems; "
               f"{'--problems-jsonl gives them' if problems_jsonl else f'task is {the_task.spec!r}'})")
-    default_split = "label" if "label" in the_task.splits else (the_task.splits or ("",))[0]
-    split = (split or default_split) if testbed_split else None
+    if testbed_split:
+        split = split or ("label" if "label" in the_task.splits else the_task.splits[0])
+    else:
+        split = None
     settings = {"task": the_task.spec, "split": split,
                 "problems_jsonl": str(Path(problems_jsonl).resolve()) if problems_jsonl else None}
     probs = _problems(the_task, problems_jsonl, n, seed, split)
@@ -314,7 +316,7 @@ def train_verifier_cmd(labels: tuple[str, ...], out: str, base: str, epochs: int
 @click.command("train-reasoner")
 @click.option("--out", required=True, help="adapter directory (peft layout, bf16; written atomically at the end)")
 @click.option("--work", default=None, help="resume state and loss log (default: OUT.work); a rerun resumes there")
-@click.option("--steps", type=POSITIVE, default=240, show_default=True)
+@click.option("--steps", type=POSITIVE, default=130, show_default=True, help="130 built the committed adapter")
 @click.option("--train-problems", type=POSITIVE, default=4000, show_default=True)
 @click.option("--batch-size", type=POSITIVE, default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, Field
 
+from sglang_stop.kvcache import expand_rows
+
 
 class SampleParams(BaseModel):
     temperature: float = Field(1.0, ge=0.0)
@@ -54,10 +56,7 @@ class HFSampler:
         kwargs = {}
         if common >= 2:
             cache = self.model(input_ids=ids[:1, :common], use_cache=True).past_key_values
-            for layer in cache.layers:
-                layer.keys = layer.keys.expand(len(chunk), -1, -1, -1).contiguous()
-                layer.values = layer.values.expand(len(chunk), -1, -1, -1).contiguous()
-            kwargs["past_key_values"] = cache
+            kwargs["past_key_values"] = expand_rows(cache, len(chunk))
         greedy = params.temperature == 0
         gen = self.model.generate(
             input_ids=ids,

@@ -36,7 +36,7 @@ class ReasonerRecipe(BaseModel):
     """Everything that decides the adapter; stored beside it (``recipe.json``) and in the resume state."""
 
     train_problems: int = Field(4000, ge=1, description="problems drawn from the task's train pool")
-    steps: int = Field(240, ge=1)
+    steps: int = Field(130, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(10, ge=0)
