@@ -191,3 +191,12 @@ def test_verifier_trains_saves_and_scores_padding_invariant(tmp_path):
     cost = run_verifier_cost(stop_model, "testbed", str(stop_asset_dir()), str(ckpt), tokens=24, batch=4, repeats=1)
     assert cost.stop_s > 0 and cost.verifier_s > 0 and cost.ratio == pytest.approx(cost.verifier_s / cost.stop_s)
     assert "ratio" in verifier_cost_text(cost)
+
+
+def test_verifier_base_is_a_dir_a_model_name_or_testbed(tmp_path):
+    from sglang_stop.scorers.verifier import check_base
+
+    for ok in ("testbed", "smollm2-reasoner", str(tmp_path)):
+        check_base(ok)
+    with pytest.raises(UserError, match="--base: .*nope"):
+        check_base(str(tmp_path / "nope"))

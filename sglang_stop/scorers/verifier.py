@@ -47,8 +47,16 @@ def verifier_logits(net: StopNet, model: Any, seqs: Sequence[Sequence[int]], pad
     return net.head(h.to(net.head.weight.dtype))
 
 
+def check_base(spec: str) -> None:
+    """One UserError naming ``--base`` unless it is a model dir, a model name or ``testbed``."""
+    from sglang_stop.models import is_model_name
+
+    if spec != TESTBED and not is_model_name(spec) and not Path(spec).is_dir():
+        raise UserError(f"--base: {spec}: not a model directory, a model name or 'testbed'")
+
+
 def base_path(spec: str) -> str:
-    """A verifier's base: a HF model dir, or ``testbed`` (the committed testbed model)."""
+    """A verifier's base: a HF model dir, a model name (``load_model`` resolves it), or ``testbed``."""
     if spec == TESTBED:
         from sglang_stop.testbed import asset_dir
 

@@ -280,7 +280,8 @@ def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_asse
 @click.option("--labels", required=True, multiple=True, help="label JSONL file(s), as `sglang-stop label` writes them")
 @click.option("--out", required=True, help="checkpoint directory")
 @click.option("--base", default="testbed", show_default=True,
-              help="the model the verifier copies: a HF model dir, or 'testbed' (the committed testbed model)")
+              help="the model the verifier copies: a HF model dir, a model name (smollm2-reasoner), or 'testbed' "
+                   "(the committed testbed model)")
 @click.option("--epochs", type=POSITIVE, default=3, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
 @click.option("--lora-r", type=POSITIVE, default=8, show_default=True)
@@ -300,8 +301,9 @@ def train_verifier_cmd(labels: tuple[str, ...], out: str, base: str, epochs: int
     from sglang_stop.training.labels import load_labels
     from sglang_stop.training.verifier import train_verifier
 
-    if base != "testbed" and not Path(base).is_dir():
-        raise UserError(f"--base: {base}: not a model directory (or 'testbed')")
+    from sglang_stop.scorers.verifier import check_base
+
+    check_base(base)
     out_p = Path(out)
     if out_p.exists() and not out_p.is_dir():
         raise UserError(f"--out: {out_p}: exists and is not a directory")
