@@ -298,10 +298,9 @@ def train_verifier_cmd(labels: tuple[str, ...], out: str, base: str, epochs: int
     """Train a Type II verifier (the `verifier` scorer: re-encodes each prefix with its own model copy)."""
     import torch
 
+    from sglang_stop.scorers.verifier import check_base
     from sglang_stop.training.labels import load_labels
     from sglang_stop.training.verifier import train_verifier
-
-    from sglang_stop.scorers.verifier import check_base
 
     check_base(base)
     out_p = Path(out)
