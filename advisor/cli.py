@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, warn
 
 BUDGET_HELP = "token budget per problem: expected generated tokens summed over all N paths"
 
@@ -53,10 +53,6 @@ def _fail(msg: str) -> None:
 def _emit(as_json: bool, obj: Any, text: str) -> None:
     """--json: one JSON object on one stdout line; otherwise a short human-readable summary."""
     click.echo(json.dumps(obj, default=str) if as_json else text)
-
-
-def _warn(msg: str) -> None:
-    click.echo(f"warning: {msg}", err=True)
 
 
 # Option checks: all run before any calibration file is read or any replay starts.
@@ -103,7 +99,7 @@ def _storage(storage: str | None) -> None:
 def _workers(ctx: click.Context, storage: str | None, heartbeat: int) -> None:
     _at_least("--heartbeat", heartbeat)
     if storage is None and _given(ctx, "heartbeat"):
-        _warn("--heartbeat: used only with --storage (an in-memory study has one worker); ignored")
+        warn("--heartbeat: used only with --storage (an in-memory study has one worker); ignored")
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -121,7 +117,7 @@ def _load(calib: tuple[str, ...]) -> Any:
 
     cs = load_calibration(list(calib))
     for w in cs.warnings:
-        _warn(w)
+        warn(w)
     return cs
 
 
@@ -224,7 +220,7 @@ def replay(calib: tuple[str, ...], n: int, stages: tuple[str, ...], scorer: str,
     rep = Replayer(cs, draws=draws, seed=seed, first_paths=first_paths)
     rep.check(cfg)
     for w in notes:
-        _warn(w)
+        warn(w)
     res = rep.evaluate(cfg)
     _emit(as_json, {**res.model_dump(mode="json"), "warnings": notes}, _line(res))
 
@@ -316,7 +312,7 @@ def recommend(calib: tuple[str, ...], budget: float, objective: str, tolerance: 
         raise UserError("--selection robust: applies to --objective accuracy only (tokens picks the cheapest "
                         "within --tolerance)")
     if objective == "accuracy" and _given(click.get_current_context(), "tolerance"):
-        _warn("--tolerance: used only with --objective tokens; ignored")
+        warn("--tolerance: used only with --objective tokens; ignored")
     t0 = time.perf_counter()
     cs, space, rep = _setup(calib, seed, max_stages, scorers, draws)
     check_budget(rep, space, budget)
@@ -363,7 +359,7 @@ def pareto(calib: tuple[str, ...], trials: int, seed: int, storage: str | None, 
         _at_least("--heartbeat", heartbeat)
         dropped = [f"--{o.replace('_', '-')}" for o in ("trials", "storage", "study_name", "heartbeat") if _given(ctx, o)]
         if dropped:
-            _warn(f"{', '.join(dropped)}: not used with --exhaustive (the whole grid is replayed); ignored")
+            warn(f"{', '.join(dropped)}: not used with --exhaustive (the whole grid is replayed); ignored")
     else:
         _workers(ctx, storage, heartbeat)
     cs, space, rep = _setup(calib, seed, max_stages, scorers, draws)
@@ -469,7 +465,7 @@ def check(config_path: str, results: str, calib: tuple[str, ...], unverified: bo
     cfg = load_config(config_path)
     run_cfg, notes = verify_results(results, cfg, config_path, allow_unverified=unverified)
     for w in notes:
-        _warn(w)
+        warn(w)
     res = load_results(results)
     pred = check_prediction(cfg, res, config_path)
     out: dict[str, Any] = {"prediction": pred.model_dump(), "verified": run_cfg is not None, "warnings": notes}

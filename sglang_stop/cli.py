@@ -16,7 +16,7 @@ import click
 from sglang_stop.config import RuntimeConfig, config_from_dict, json_schema, load_config
 from sglang_stop.version import __version__
 from sglang_stop.cli_errors import run_cli_group
-from sglang_stop.errors import UserError, positive_ints
+from sglang_stop.errors import UserError, positive_ints, warn
 
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "default.yaml"
 
@@ -52,8 +52,7 @@ def _build_config(
 
         if not scorer_class(scorer).prunes and prefix_len is None and data["stages"]:
             if config is not None:  # the user's own file: say what is dropped
-                click.echo(f"warning: --scorer {scorer} never prunes: ignoring the {len(data['stages'])} prune "
-                           f"stage(s) of {config}", err=True)
+                warn(f"--scorer {scorer} never prunes: ignoring the {len(data['stages'])} prune stage(s) of {config}")
             data["stages"] = []
     if seed is not None:
         data["seed"] = seed
@@ -132,8 +131,7 @@ def _warn_ignored(servers: tuple[str, ...], router: str | None, **given: Any) ->
         return
     for name, value in given.items():
         if value is not None:
-            click.echo(f"warning: --{name} is ignored with --server/--router (the server runs its own model "
-                       "and adapter)", err=True)
+            warn(f"--{name} is ignored with --server/--router (the server runs its own model and adapter)")
 
 
 def base_options(f: Any) -> Any:
@@ -201,7 +199,7 @@ def calibrate(
 ) -> None:
     """Record every scorer at several prune points on unpruned paths: the advisor's calibration set."""
     from sglang_stop.calibrate import collect, preflight
-    from sglang_stop.fleet import Fleet, program_backend
+    from sglang_stop.backends.fleet import Fleet, program_backend
     from sglang_stop.runner import make_backend
 
     _warn_ignored(servers, router, model=model, threads=threads)

@@ -1,11 +1,18 @@
-"""User-facing errors: the CLIs print these as one line and exit non-zero, never a traceback."""
+"""User-facing errors: the CLIs print these as one line and exit non-zero, never a traceback; and the
+one way a command warns (``warn``: one ``warning: ...`` line on stderr, the run goes on)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from pydantic import ValidationError
+
+
+def warn(msg: str) -> None:
+    """One line on stderr for input that is accepted but partly ignored; every command warns through here."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 class UserError(Exception):

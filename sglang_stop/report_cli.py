@@ -8,6 +8,8 @@ import json
 
 import click
 
+from sglang_stop.errors import warn
+
 
 @click.command("report")
 @click.argument("results", nargs=-1, type=click.Path())
@@ -35,7 +37,7 @@ def report_cmd(results: tuple[str, ...], problem_id: str | None, png: str | None
     if png is not None:
         rp.write_png(rep, png)
     for w in warnings:
-        click.echo(f"warning: {w}", err=True)
+        warn(w)
     if as_json:
         obj = rep.model_dump(mode="json")
         if problem_id is not None:

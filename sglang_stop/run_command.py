@@ -99,7 +99,7 @@ def execute_run(req: RunRequest) -> tuple[RunSummary, str]:
     done = {r.problem_id for r in earlier}
     todo = [p for p in problems if p.id not in done]
     earlier = [r for r in earlier if r.problem_id in {p.id for p in problems}]
-    from sglang_stop.fleet import Fleet, program_backend
+    from sglang_stop.backends.fleet import Fleet, program_backend
 
     fleet = Fleet.from_options([*([req.server] if req.server else []), *req.servers], req.router)
     backend: Any = program_backend(fleet) if fleet is not None else make_backend(cfg.model)

@@ -18,7 +18,7 @@ LAYERS: list[list[str]] = [
     ["sglang_stop.config", "sglang_stop.models", "sglang_stop.attention", "sglang_stop.kvcache",
      "sglang_stop.aggregate"],
     ["sglang_stop.tasks", "sglang_stop.testbed", "sglang_stop.scorers", "sglang_stop.backends"],
-    ["sglang_stop.program", "sglang_stop.fleet"],
+    ["sglang_stop.program"],
     ["sglang_stop.runner", "sglang_stop.bench", "sglang_stop.training", "sglang_stop.testbed.train",
      "sglang_stop.report", "sglang_stop.calibrate", "sglang_stop.advisor"],
     ["sglang_stop.api", "sglang_stop.run_command", "sglang_stop.serve", "sglang_stop.srt"],

@@ -1,1 +1,2 @@
-"""Where tokens come from: one module per backend (local = in-process HF model; endpoint = SGLang server)."""
+"""Where tokens come from: one module per backend (local = in-process HF model; endpoint = SGLang server;
+fleet = several SGLang servers as one)."""

@@ -16,7 +16,7 @@ from types import FrameType
 import click
 
 from sglang_stop.cli_errors import run_cli_group
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, warn
 from sglang_stop.signals import EXIT_CODES
 
 
@@ -73,7 +73,7 @@ def serve_cmd(config: str | None, model: str | None, servers: tuple[str, ...], h
     import uvicorn
 
     if threads is not None and servers:
-        click.echo("warning: --threads is ignored with --server (no model runs in this process)", err=True)
+        warn("--threads is ignored with --server (no model runs in this process)")
     elif threads is not None:
         import torch
 

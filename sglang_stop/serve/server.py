@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
-
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, warn
 
 
 def build_server(config: str | None, model: str | None, servers: tuple[str, ...], max_concurrent: int,
@@ -29,8 +27,7 @@ def build_server(config: str | None, model: str | None, servers: tuple[str, ...]
 
     cfg = build_config(config, model=model, **overrides)
     if servers and cfg.model.path is not None:
-        click.echo(f"warning: model.path {cfg.model.path} of the config is ignored with --server (each server runs "
-                   "its own model)", err=True)
+        warn(f"model.path {cfg.model.path} of the config is ignored with --server (each server runs its own model)")
     if not servers and cfg.model.path is not None and not Path(cfg.model.path).is_dir():
         raise UserError(f"model.path: {cfg.model.path}: no such directory")
     task = load_task(cfg.task or "default")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sglang_stop.errors import UserError
+from sglang_stop.errors import UserError, warn
 
 if TYPE_CHECKING:
     from sglang_stop.tasks import Task
@@ -59,10 +59,6 @@ def _problems(task: Task, problems_jsonl: str | None, n: int, seed: int, split: 
         ]
     probs = task.split_problems(split, n, seed) if split is not None else task.problems(n, seed)
     return [{"id": p.id, "question": p.question, "answer": p.answer, "problem": p} for p in probs]
-
-
-def _warn(msg: str) -> None:
-    click.echo(f"warning: {msg}", err=True)
 
 
 @contextmanager
@@ -132,7 +128,7 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
     Resuming onto a file made with other settings (K, P, prefix length, sampling, task, model) is refused.
     """
     from sglang_stop.config import RuntimeConfig
-    from sglang_stop.fleet import Fleet
+    from sglang_stop.backends.fleet import Fleet
     from sglang_stop.io import open_records
     from sglang_stop.models import model_identity
     from sglang_stop.runner import format_prompt
@@ -150,11 +146,11 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
         for flag, ignored in (("--model", model_dir is not None), ("--threads", threads != 1),
                               ("--batch-size", batch_size != 512)):
             if ignored:
-                _warn(f"{flag} is ignored with --server/--router (the server runs its own model and batching)")
+                warn(f"{flag} is ignored with --server/--router (the server runs its own model and batching)")
     the_task = load_task(task)  # also scores --problems-jsonl rows
     testbed_split = bool(the_task.splits) and not problems_jsonl
     if split is not None and not testbed_split:
-        _warn(f"--split {split}: ignored (it picks the testbed task's problems; "
+        warn(f"--split {split}: ignored (it picks the testbed task's problems; "
               f"{'--problems-jsonl gives them' if problems_jsonl else f'task is {the_task.spec!r}'})")
     if testbed_split:
         split = split or ("label" if "label" in the_task.splits else the_task.splits[0])
@@ -251,7 +247,7 @@ def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_asse
     records = [r for f in labels for r in load_labels(f)]
     checked_split(records, val_fraction)
     if no_adapter and (lora_r, lora_alpha, lora_dropout) != (16, 32.0, 0.05):
-        _warn("--lora-r/--lora-alpha/--lora-dropout: ignored with --no-adapter (no LoRA is trained)")
+        warn("--lora-r/--lora-alpha/--lora-dropout: ignored with --no-adapter (no LoRA is trained)")
     cfg = TrainConfig(num_assess_tokens=num_assess_tokens, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, lora_dropout=lora_dropout,
                       val_fraction=val_fraction, select=select,

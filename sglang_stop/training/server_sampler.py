@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pydantic import BaseModel
 
 from sglang_stop.backends.endpoint import ServerError
-from sglang_stop.fleet import Fleet, WorkerEndpoint
+from sglang_stop.backends.fleet import Fleet, WorkerEndpoint
 from sglang_stop.training.hf_sampler import SampleParams
 
 RETRYABLE = (0, 500, 502, 503, 504)  # no reply at all, or a server-side failure

@@ -32,7 +32,7 @@ def _label(sampler, tok, out, job):
 def samplers(server, artifacts):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sglang_stop.fleet import Fleet
+    from sglang_stop.backends.fleet import Fleet
     from sglang_stop.training.hf_sampler import HFSampler
     from sglang_stop.training.server_sampler import ServerSampler
 
