@@ -96,6 +96,23 @@ def test_lora_hooks_leave_model_untouched(model):
         after = model(input_ids=ids).logits
     assert torch.equal(before, after)
     assert not any(m._forward_hooks for m in model.modules())
+    assert not any("forward" in m.__dict__ for m in model.modules())  # the merged path's patch is gone too
+
+
+def test_merged_inference_equals_hooks_and_follows_weight_updates(model):
+    """Inference (fp32 CPU) runs merged LoRA weights; training runs hooks: the same scores, and an
+    in-place update of the adapter (an optimizer step, a checkpoint load) is seen by the next call."""
+    net = random_net(model)
+    ps = prefixes()
+    hooked = net.logits_from_ids(model, ps).detach()  # grad enabled: the hooks
+    with torch.no_grad():
+        merged = net.logits_from_ids(model, ps)
+        assert "_merged_weights" in net.__dict__ and "_merged_weights" not in str(net.state_dict().keys())
+        assert torch.allclose(merged, hooked, atol=1e-5)
+        net.lora_B[0].mul_(3.0)
+        updated = net.logits_from_ids(model, ps)
+    assert not torch.allclose(updated, merged, atol=1e-4)
+    assert torch.allclose(updated, net.logits_from_ids(model, ps).detach(), atol=1e-5)
 
 
 def test_no_adapter_is_linear_probe_on_last_hidden(model, tmp_path):

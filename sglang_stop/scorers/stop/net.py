@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -82,7 +83,52 @@ class StopNet(nn.Module):
 
     @contextmanager
     def lora_active(self, model: HFModel) -> Iterator[None]:
-        """Add ``scale * B A x`` to every target Linear's output, for the duration of the block only."""
+        """Add ``scale * B A x`` to every target Linear's output, for the duration of the block only.
+
+        Inference on fp32 CPU weights runs the merged weights ``W + scale * B A`` instead (made once per
+        net, model and weights version, then reused): over a few rows the two rank-r matmuls and the add
+        per Linear cost a tenth of the pass there. Elsewhere (training, bf16, accelerators) hooks add the
+        low-rank term: a bf16 sum would round most of the small delta away, and device memory is dear.
+        """
+        if not torch.is_grad_enabled() and not self.training and self._mergeable(model):
+            with self._merged(model):
+                yield
+            return
+        with self._hooked(model):
+            yield
+
+    def _mergeable(self, model: HFModel) -> bool:
+        w = model.get_input_embeddings().weight
+        return w.device.type == "cpu" and w.dtype == torch.float32 and all(
+            a.dtype == torch.float32 for a in self.lora_A)
+
+    @contextmanager
+    def _merged(self, model: HFModel) -> Iterator[None]:
+        modules = dict(model.named_modules())
+        lins = [modules[n] for n in self.module_names]
+        # in-place updates (an optimizer step, a checkpoint load) bump a tensor's version; tensors made under
+        # inference_mode have none, but they cannot be changed outside it either
+        key = (id(model), tuple(lin.weight.data_ptr() for lin in lins[:1]),
+               tuple(-1 if p.is_inference() else p._version for p in [*self.lora_A, *self.lora_B]))
+        cached = self.__dict__.get("_merged_weights")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                ws = [torch.addmm(lin.weight, b, a, alpha=self.scale) for lin, a, b in zip(lins, self.lora_A, self.lora_B)]
+            self.__dict__["_merged_weights"] = cached = (key, ws)  # a plain attribute: not in state_dict
+        before = [lin.__dict__.get("forward") for lin in lins]
+        for lin, w in zip(lins, cached[1]):
+            lin.forward = partial(F.linear, weight=w, bias=lin.bias)  # the instance's forward shadows the class's
+        try:
+            yield
+        finally:
+            for lin, f in zip(lins, before):
+                if f is None:
+                    del lin.forward
+                else:
+                    lin.forward = f
+
+    @contextmanager
+    def _hooked(self, model: HFModel) -> Iterator[None]:
         modules = dict(model.named_modules())
         handles = []
         for name, a, b in zip(self.module_names, self.lora_A, self.lora_B):
