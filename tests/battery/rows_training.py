@@ -154,7 +154,7 @@ ROWS: list[Case] = [
     Case("stop-checkpoint-embedding-truncated", RUN_STOP, 2, "assess_token_embedding.pth: not a readable torch file",
          setup=_stop_config(_truncate("assess_token_embedding.pth"))),
     Case("stop-checkpoint-adapter-truncated", RUN_STOP, 2, "adapter_model.safetensors: not a readable safetensors",
-         setup=_stop_config(_truncate("adapter/adapter_model.safetensors"))),
+         setup=_stop_config(_truncate("adapter/classifier/adapter_model.safetensors"))),
     Case("stop-checkpoint-hidden-size", RUN_STOP, 2, "expected (2, 128)", setup=_stop_config(_head_for_hidden(64))),
     Case("stop-checkpoint-other-base", RUN_STOP, 2, "same shapes, other weights", setup=_stop_config(_other_weights)),
     Case("stop-checkpoint-config-garbage", RUN_STOP, 2, "assess_token_config.json",
