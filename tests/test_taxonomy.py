@@ -149,11 +149,10 @@ def test_checkpoint_written_where_the_authors_harness_reads_it(tmp_path):
 # --- Type II: the verifier re-encodes the text with its own model copy ---------------------------
 
 
-def test_verifier_trains_saves_and_scores_padding_invariant(tmp_path):
-    from sglang_stop.scorers.verifier import VERIFIER_FILE, load_verifier, verifier_logits
+def _text_records() -> list:
+    """48 testbed-token records, good iff the prefix ends in "7": learnable from the text alone."""
     from sglang_stop.testbed.tokenizer import build_tokenizer
     from sglang_stop.training.labels import LabelRecord
-    from sglang_stop.training.verifier import train_verifier
 
     tok = build_tokenizer()
     rng = random.Random(0)
@@ -165,6 +164,14 @@ def test_verifier_trains_saves_and_scores_padding_invariant(tmp_path):
         recs.append(LabelRecord(problem_id=f"p{i // 4}", question=text, answer="", prefix_idx=i % 4, token_ids=ids,
                                 prompt_len=2, prefix_len=len(ids) - 2, prefix_text=text, s_mc=float(i % 2), K=1,
                                 cont_lengths=[len(ids)], cont_answers=[None], seed=0))
+    return recs
+
+
+def test_verifier_trains_saves_and_scores_padding_invariant(tmp_path):
+    from sglang_stop.scorers.verifier import VERIFIER_FILE, load_verifier, verifier_logits
+    from sglang_stop.training.verifier import train_verifier
+
+    recs = _text_records()
     ckpt = tmp_path / "v"
     best = train_verifier(recs, "testbed", ckpt, epochs=6, lr=3e-3, lora_r=2, batch_size=8, val_fraction=0.3,
                           log=lambda _m: None)
@@ -191,6 +198,30 @@ def test_verifier_trains_saves_and_scores_padding_invariant(tmp_path):
     cost = run_verifier_cost(stop_model, "testbed", str(stop_asset_dir()), str(ckpt), tokens=24, batch=4, repeats=1)
     assert cost.stop_s > 0 and cost.verifier_s > 0 and cost.ratio == pytest.approx(cost.verifier_s / cost.stop_s)
     assert "ratio" in verifier_cost_text(cost)
+
+
+def test_verifier_training_resumes_after_the_last_finished_epoch(tmp_path):
+    from safetensors.torch import load_file
+
+    from sglang_stop.training.verifier import train_verifier
+
+    recs = _text_records()
+    kw = dict(epochs=3, lr=3e-3, lora_r=2, batch_size=8, val_fraction=0.3)
+    whole = train_verifier(recs, "testbed", tmp_path / "a", log=lambda _m: None, **kw)
+
+    def crash_in_epoch_3(line: str) -> None:
+        if line.startswith("epoch 3"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_verifier(recs, "testbed", tmp_path / "b", log=crash_in_epoch_3, **kw)
+    lines: list[str] = []
+    resumed = train_verifier(recs, "testbed", tmp_path / "b", log=lines.append, **kw)
+    assert lines[0].startswith("resumed after epoch 2") and len(lines) == 2 and lines[1].startswith("epoch 3")
+    assert resumed["epoch"] == whole["epoch"] and resumed["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
+    a, b = (load_file(tmp_path / d / "adapter/classifier/adapter_model.safetensors") for d in "ab")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(UserError, match="--out: .*b.work.*other settings"):
+        train_verifier(recs, "testbed", tmp_path / "b", log=lambda _m: None, **{**kw, "lr": 1e-3})
 
 
 def test_verifier_base_is_a_dir_a_model_name_or_testbed(tmp_path):

@@ -274,7 +274,9 @@ def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_asse
 
 @click.command("train-verifier")
 @click.option("--labels", required=True, multiple=True, help="label JSONL file(s), as `sglang-stop label` writes them")
-@click.option("--out", required=True, help="checkpoint directory")
+@click.option("--out", required=True,
+              help="checkpoint directory (written atomically at each best epoch; OUT.work holds the resume state: a "
+                   "rerun continues after the last finished epoch)")
 @click.option("--base", default="testbed", show_default=True,
               help="the model the verifier copies: a HF model dir, a model name (smollm2-reasoner), or 'testbed' "
                    "(the committed testbed model)")
@@ -305,7 +307,8 @@ def train_verifier_cmd(labels: tuple[str, ...], out: str, base: str, epochs: int
     records = [r for f in labels for r in load_labels(f)][:max_records]
     torch.set_num_threads(threads)
     best = train_verifier(records, base, out_p, epochs=epochs, lr=lr, lora_r=lora_r, batch_size=batch_size,
-                          val_fraction=val_fraction, seed=seed, log=lambda line: click.echo(line, err=as_json))
+                          val_fraction=val_fraction, seed=seed, log=lambda line: click.echo(line, err=as_json),
+                          progress=True)
     _emit(as_json, {"out": str(out_p), "records": len(records), "best": best},
           f"wrote {out_p}: best epoch {best['epoch']}: val loss {best['val_loss']:.4f}")
 
