@@ -52,7 +52,7 @@ def features(model: torch.nn.Module, records: list[LabelRecord]) -> tuple[dict[s
             for row, i in enumerate(g):
                 minlp[i] = lp[row].min().item()
             for li, h in enumerate(out.hidden_states):
-                feats[f"last{li}"].append(h[:, -1].float())
+                feats[f"last{li}"].append(h[:, -1].float().clone())  # a copy: a view would keep all of h alive
                 feats[f"mean{li}"].append(h[:, P:].float().mean(1))
             order.extend(g)
         if n % 20 == 0:
@@ -80,8 +80,8 @@ def ridge(X: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
 
 
 def folds(groups: list[str], k: int = 5) -> list[torch.Tensor]:
-    ids = sorted(set(groups))
-    return [torch.tensor([i for i, g in enumerate(groups) if ids.index(g) % k == f]) for f in range(k)]
+    rank = {g: n for n, g in enumerate(sorted(set(groups)))}
+    return [torch.tensor([i for i, g in enumerate(groups) if rank[g] % k == f]) for f in range(k)]
 
 
 def cv_auc(X: torch.Tensor, y: torch.Tensor, groups: list[str], good: list[bool], lam: float) -> float:

@@ -431,6 +431,9 @@ SIGNAL_ROWS: list[tuple[str, str, str, dict[str, Any]]] = [  # (row, taxonomy ty
               help="another STOP checkpoint as its own row (ablations: hard labels, no adapter, k)")
 @click.option("--verifier", "verifier_dir", default=None, help="Type II verifier checkpoint (default: the model's, if any)")
 @click.option("--keep", "keeps", default="1,2,4", show_default=True, help="prefixes kept per problem, comma-separated")
+@click.option("--prefix-len", type=click.IntRange(min=1), default=None,
+              help="prune later than the labels do: whole-path labels (-K 1) re-cut at this many generated tokens "
+                   "(paths ended by then are dropped, as label drops them)")
 @click.option("--online", "online_json", multiple=True, metavar="JSON",
               help='replay DeepConf online with these options, e.g. \'{"percentile": 90, "window": 8}\' (repeatable)')
 @click.option("--png", default=None, help="write accuracy vs tokens per scorer to this PNG")
@@ -439,14 +442,14 @@ SIGNAL_ROWS: list[tuple[str, str, str, dict[str, Any]]] = [  # (row, taxonomy ty
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def bench_signals(labels: str, model: str | None, checkpoint: str | None, extra: tuple[str, ...],
-                  verifier_dir: str | None, keeps: str, online_json: tuple[str, ...], png: str | None,
+                  verifier_dir: str | None, keeps: str, prefix_len: int | None, online_json: tuple[str, ...], png: str | None,
                   out_json: str | None, seed: int, threads: int | None, as_json: bool) -> None:
     """Every scorer on the same held-out paths: within-problem AUC and pruning replayed at each keep."""
     import random
 
     from sglang_stop.bench.signals import run_signals_bench, scorer_fn, signals_png, signals_text, stop_fn
     from sglang_stop.models import load_model
-    from sglang_stop.training.labels import load_labels
+    from sglang_stop.training.labels import load_labels, recut
 
     _set_threads(threads)
     ks = positive_ints("--keep", keeps)
@@ -471,6 +474,12 @@ def bench_signals(labels: str, model: str | None, checkpoint: str | None, extra:
     if not records:
         raise UserError(f"--labels: {labels}: no label records")
     m, tok = load_model(defaults["model"] if defaults else model)
+    if prefix_len is not None:
+        n = len(records)
+        records = recut(records, prefix_len, tok.decode)
+        if not records:
+            raise UserError(f"--prefix-len {prefix_len}: every path of {labels} ended by then")
+        click.echo(f"re-cut at {prefix_len} tokens: {len(records)} of {n} paths still running", err=True)
     rng = random.Random(seed)
     rows: dict[str, tuple[str, Any]] = {"stop": ("IV", stop_fn(str(ckpt), m))}
     for item in extra:
@@ -486,6 +495,11 @@ def bench_signals(labels: str, model: str | None, checkpoint: str | None, extra:
         from sglang_stop.testbed.data import check_steps
 
         rows["check_steps oracle"] = ("-", lambda p: [float(check_steps(r.question + r.prefix_text)) for r in p.records])
+    elif defaults and defaults["task"] == "reasoner":  # the ceiling of any prefix reader: slips written so far
+        from sglang_stop.tasks.reasoner import written_slip
+
+        rows["written-slip oracle"] = ("-", lambda p: [float(not written_slip(r.problem_id, r.prefix_text))
+                                                         for r in p.records])
     res = run_signals_bench(m, records, rows, keeps=ks, online=online, pad_id=tok.pad_token_id or 0, seed=seed,
                             labels=labels, model_name=model or "testbed", progress=True)
     if png:

@@ -9,7 +9,7 @@ import torch
 
 from sglang_stop.errors import UserError
 from sglang_stop.tasks import load_task
-from sglang_stop.tasks.reasoner import FAMILIES, ReasonerTask, examples, solution
+from sglang_stop.tasks.reasoner import FAMILIES, ReasonerTask, examples, solution, written_slip
 
 
 def test_solutions_reach_the_datasets_answer_and_every_line_is_true():
@@ -39,6 +39,19 @@ def test_pools_are_disjoint_and_families_do_not_share_numbers():
     assert sum(a == b for a, b in zip(chain, arith)) == 0
     with pytest.raises(UserError, match="splits are train, label, eval"):
         task.split_problems("test", 3)
+
+
+def test_written_slips_are_read_from_finished_lines_only():
+    for p, sol in examples("eval", 60):  # a right solution never shows a slip, however it is cut
+        for cut in range(len(sol) + 1):
+            assert not written_slip(p.id, sol[:cut]), (p.id, sol[:cut])
+    chain, arith, legs = "chain_sum[x]/1/0", "basic_arithmetic[x]/1/0", "leg_counting[x]/1/0"
+    assert written_slip(chain, "78 - 25 = 63\n63 + 8")  # wrong arithmetic
+    assert not written_slip(chain, "78 - 25 = 6")  # unfinished line: not judged yet
+    assert written_slip(chain, "-6 - 9 = -15\n-21 + 4 = -17\n")  # a chain line must continue the last
+    assert not written_slip(arith, "3 + 4 = 7\n5 - 2 = 3\n7 * 3 = 21\n")  # evaluation order: no chaining
+    assert written_slip(legs, "2 spider: 2 * 8 = 14 legs\n")
+    assert not written_slip(legs, "2 spider: 2 * 8 = 16 legs\n1 ant: 1 * 6 = 6 legs\n16 + 6 = 22\n")
 
 
 def test_a_problem_without_steps_is_refused():

@@ -129,3 +129,38 @@ def test_signals_cli_rows_json_and_png(testbed_labels, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = CliRunner().invoke(cli, ["bench", "signals", "--labels", str(testbed_labels), "--keep", "0"])
     assert r.exit_code != 0 and "--keep" in str(r.exception)  # cli_errors prints it as one line
+
+
+def test_whole_paths_recut_at_a_later_prune_point(tmp_path):
+    """`bench signals --prefix-len`: the same sampled paths, pruned later; paths ended by then are dropped."""
+    from click.testing import CliRunner
+
+    from sglang_stop.cli import cli
+    from sglang_stop.errors import UserError
+    from sglang_stop.testbed.tokenizer import build_tokenizer
+    from sglang_stop.training.labels import recut
+
+    out = tmp_path / "paths.jsonl"
+    r = CliRunner().invoke(cli, ["label", "--split", "eval", "--problems", "6", "-P", "4", "-K", "1",
+                                 "--prefix-len", "6", "--max-new-tokens", "40", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    recs = load_labels(out)
+    tok = build_tokenizer()
+    cut = recut(recs, 14, tok.decode)
+    whole = {(r.problem_id, r.prefix_idx): r.token_ids[r.prompt_len:] + r.cont_token_ids[0] for r in recs}
+    assert 0 < len(cut) <= len(recs)
+    assert len(cut) == sum(len(g) > 14 for g in whole.values())  # ended by 14 tokens: dropped
+    for c in cut:
+        g = whole[(c.problem_id, c.prefix_idx)]
+        assert c.prefix_len == 14 and c.token_ids[c.prompt_len:] == g[:14] and c.cont_token_ids == [g[14:]]
+        assert c.prefix_text == tok.decode(g[:14]) and c.cont_lengths == [len(g)]
+        assert c.s_mc == next(r.s_mc for r in recs if (r.problem_id, r.prefix_idx) == (c.problem_id, c.prefix_idx))
+    with pytest.raises(UserError, match="--prefix-len 4: below"):
+        recut(recs, 4, tok.decode)
+    with pytest.raises(UserError, match="not a whole path"):
+        recut([recs[0].model_copy(update={"K": 2})], 14, tok.decode)
+    r = CliRunner().invoke(cli, ["bench", "signals", "--labels", str(out), "--keep", "1", "--prefix-len", "14",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["prefix_len"] == 14 and res["records"] == len(cut)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 
 from sglang_stop.errors import UserError
 from sglang_stop.models import REASONER_NAME
@@ -87,6 +88,31 @@ def solution(problem: Problem) -> str:
     if str(value) != problem.answer.strip():
         raise ValueError(f"problem {problem.id}: steps reach {value}, the dataset says {problem.answer}")
     return "\n".join([*lines, f"The answer is {value}"])
+
+
+_ARITH_LINE = re.compile(r"^(-?\d+) ([+\-*]) (-?\d+) = (-?\d+)$")
+_LEG_LINE = re.compile(r"^(\d+) [^:]+: (\d+) \* (\d+) = (\d+) legs$")
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+
+
+def written_slip(problem_id: str, text: str) -> bool:
+    """Does a finished line (one followed by a newline) of this generated text show a slip? A line of the
+    :func:`solution` format that is wrong on its own (``12 - 98 = -76``), or, in a chain sum (written left
+    to right), one whose first operand is not the previous line's result. Reads the text alone: what any
+    reader of a prefix can at best see, so the ceiling of a prefix scorer (``bench signals`` row)."""
+    chain = problem_id.startswith("chain_sum")
+    prev = None
+    for line in (ln.strip() for ln in text.split("\n")[:-1]):  # the last piece is unfinished
+        if m := _ARITH_LINE.match(line):
+            a, c = int(m[1]), int(m[4])
+            if _APPLY[m[2]](a, int(m[3])) != c or (chain and prev is not None and a != prev):
+                return True
+            prev = c
+        elif m := _LEG_LINE.match(line):
+            n, n2, legs, total = (int(m[i]) for i in range(1, 5))
+            if n != n2 or n * legs != total:
+                return True
+    return False
 
 
 class ReasonerTask(MixTask):

@@ -167,5 +167,25 @@ def label_problems(
     return written
 
 
+def recut(records: Sequence[LabelRecord], prefix_len: int, decode: Callable[[list[int]], str]) -> list[LabelRecord]:
+    """Whole-path records (K=1: one path per record, as ``label -P 16 -K 1`` writes them) cut at a later
+    prune point: the same paths and outcomes, a longer prefix. Paths that end before ``prefix_len`` are
+    dropped, as :func:`label_problems` drops such prefixes (nothing left to prune)."""
+    out = []
+    for r in records:
+        if r.K != 1 or not r.cont_token_ids:
+            raise UserError(f"--prefix-len: record {r.problem_id}/{r.prefix_idx} is not a whole path (K=1 with its "
+                            "tokens); only whole-path labels can be cut at another prune point")
+        if prefix_len < r.prefix_len:
+            raise UserError(f"--prefix-len {prefix_len}: below the records' prune point {r.prefix_len}")
+        gen = r.token_ids[r.prompt_len :] + r.cont_token_ids[0]
+        if len(gen) <= prefix_len:
+            continue
+        g = gen[:prefix_len]
+        out.append(r.model_copy(update={"token_ids": r.token_ids[: r.prompt_len] + g, "prefix_len": prefix_len,
+                                        "prefix_text": decode(g), "cont_token_ids": [gen[prefix_len:]]}))
+    return out
+
+
 def load_labels(path: str | Path) -> list[LabelRecord]:
     return list(read_jsonl(path, LabelRecord))
