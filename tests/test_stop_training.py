@@ -197,3 +197,13 @@ def test_hf_sampler_shares_the_common_prompt_and_matches_plain_generate():
         return out[: out.index(tok.eos_token_id)] if tok.eos_token_id in out else out
 
     assert got == [plain(p), plain(q), plain(p), plain(q + [5])]
+
+
+def test_best_epoch_selection_breaks_within_auc_ties_by_mse():
+    from sglang_stop.training.train import selection_key
+
+    flat = [{"within_auc": 0.5, "mse": m} for m in (0.12, 0.09, 0.11)]  # too few mixed problems: AUC ties
+    assert min(range(3), key=lambda i: selection_key(flat[i], "within_auc")) == 1
+    ranked = [{"within_auc": 0.7, "mse": 0.2}, {"within_auc": 0.6, "mse": 0.05}]
+    assert min(range(2), key=lambda i: selection_key(ranked[i], "within_auc")) == 0
+    assert min(range(2), key=lambda i: selection_key(ranked[i], "mse")) == 1

@@ -43,7 +43,8 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    select: Literal["mse", "within_auc"] = Field("mse", description="which validation figure picks the best epoch")
+    select: Literal["mse", "within_auc"] = Field(
+        "mse", description="which validation figure picks the best epoch (within_auc ties are broken by mse)")
     cache_prefix_kv: bool = Field(True, description="encode each training prefix once for all epochs (base is frozen)")
     seed: int = 0
 
@@ -106,6 +107,12 @@ def evaluate(preds: Sequence[float], records: Sequence[LabelRecord]) -> dict[str
     }
 
 
+def selection_key(metrics: dict[str, float], select: str) -> tuple[float, ...]:
+    """Lower is better. within_auc ties whenever few validation problems are mixed (2 mixed problems of
+    26 gave 0.5 at every epoch, so the first epoch won): mse breaks the tie."""
+    return (metrics["mse"],) if select == "mse" else (-metrics["within_auc"], metrics["mse"])
+
+
 def train_stop(
     model: Any,
     records: Sequence[LabelRecord],
@@ -162,8 +169,8 @@ def train_stop(
         metrics = evaluate(predict(net, model, val, pad_id=pad_id), val)
         row = {"epoch": epoch, "train_loss": total / len(order), **metrics, "seconds": round(time.time() - t0, 1)}
         log(row)
-        key = metrics["mse"] if cfg.select == "mse" else -metrics["within_auc"]
-        if best is None or (not math.isnan(key) and key < best["_key"]):
+        key = selection_key(metrics, cfg.select)
+        if best is None or (not math.isnan(key[0]) and key < best["_key"]):
             best = {**row, "_key": key}
             save_checkpoint(
                 out, net, model, tokenizer,
