@@ -1,8 +1,9 @@
 """STOP's learned parts and its one forward pass, shared by inference and training.
 
-The base model is never modified: the LoRA "critique adapter" is applied through forward hooks
-that exist only while the k [STOP] tokens run, so the backend's model (which keeps decoding other
-paths between scoring calls) is untouched, and several checkpoints can share one model. The prefix
+The base model is never modified: the LoRA "critique adapter" is applied through forward hooks (or,
+for fp32 CPU inference, merged weights swapped into each Linear's forward) that exist only while the k
+[STOP] tokens run, so the backend's model (which keeps decoding other paths between scoring calls) is
+untouched, and several checkpoints can share one model. The prefix
 is read from the KV cache the base model already wrote; only the k [STOP] tokens are computed.
 Weights are kept under peft's names so the adapter loads with ``PeftModel.from_pretrained`` too.
 """
@@ -87,7 +88,7 @@ class StopNet(nn.Module):
 
         Inference on fp32 CPU weights runs the merged weights ``W + scale * B A`` instead (made once per
         net, model and weights version, then reused): over a few rows the two rank-r matmuls and the add
-        per Linear cost a tenth of the pass there. Elsewhere (training, bf16, accelerators) hooks add the
+        per Linear cost a fifth of the pass there (bench scoring, Lp=256). Elsewhere (training, bf16, accelerators) hooks add the
         low-rank term: a bf16 sum would round most of the small delta away, and device memory is dear.
         """
         if not torch.is_grad_enabled() and not self.training and self._mergeable(model):
