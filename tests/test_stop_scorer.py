@@ -87,6 +87,23 @@ def test_kv_reuse_equals_from_scratch_reference(model, tmp_path):
     assert (whole - ref).abs().max() > 1e-3, "LoRA on the prefix should change the score"
 
 
+def test_staged_cache_reads_branch_kv_only_and_trains_like_it_scores(model):
+    """Inference stages every layer's padded batch in one shared buffer; with grad each layer gets its
+    own (autograd keeps them): both give the same logits, the branches' caches stay as they were, and
+    the gradient reaches the [STOP] embedding."""
+    net = random_net(model)
+    kvs = [prefix_kv(model, p) for p in prefixes(5, seed=3)]
+    before = [[t.clone() for kv_layer in kv.past for t in kv_layer] for kv in kvs]
+    with torch.no_grad():
+        scored = net.logits_from_prefix_kvs(model, kvs)
+    trained = net.logits_from_prefix_kvs(model, kvs)
+    trained[:, 1].sum().backward()
+    assert torch.allclose(scored, trained.detach(), atol=1e-6)
+    assert net.assess_embedding.grad is not None and net.assess_embedding.grad.abs().sum() > 0
+    for kv, old in zip(kvs, before):
+        assert all(torch.equal(t, o) for t, o in zip((t for kv_layer in kv.past for t in kv_layer), old))
+
+
 def test_lora_hooks_leave_model_untouched(model):
     net = random_net(model)
     ids = torch.tensor([prefixes(1)[0]])

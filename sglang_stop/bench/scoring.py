@@ -7,6 +7,7 @@ The paper's point: scoring reads the cache, so it costs ~k tokens per branch, no
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -32,13 +33,18 @@ class ScoringBench(BaseModel):
     rows: list[ScoringRow]
 
 
-def _best_of(fn: Any, repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
+def _best_of(fns: Sequence[Callable[[], Any]], repeats: int) -> list[tuple[float, Any]]:
+    """Each function's best time and last output, the functions taking turns within every repeat: this
+    machine's speed drifts by a third over tens of seconds, so a ratio of two timings made one after the
+    other (best of 10 each) swung from 0.021 to 0.038 between runs of one command."""
+    best: list[float] = [float("inf")] * len(fns)
+    outs: list[Any] = [None] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return list(zip(best, outs))
 
 
 def _cached_prefixes(model: Any, ids: torch.Tensor) -> tuple[list[list[int]], list[PrefixKV]]:
@@ -78,9 +84,9 @@ def run_scoring_bench(
     rows = []
     for L in prefix_lens:
         prefixes, kvs = _cached_prefixes(model, torch.randint(10, vocab, (batch, L), generator=g))
-        _best_of(lambda: net.logits_from_prefix_kvs(model, kvs[:2]), 1)  # warm-up
-        reuse_s, a = _best_of(lambda: net.logits_from_prefix_kvs(model, kvs), repeats)
-        reencode_s, b = _best_of(lambda: net.logits_from_ids(model, prefixes), repeats)
+        _best_of([lambda: net.logits_from_prefix_kvs(model, kvs[:2])], 1)  # warm-up
+        (reuse_s, a), (reencode_s, b) = _best_of(
+            [lambda: net.logits_from_prefix_kvs(model, kvs), lambda: net.logits_from_ids(model, prefixes)], repeats)
         rows.append(
             ScoringRow(
                 prefix_len=L, reuse_s=reuse_s, reencode_s=reencode_s, ratio=reuse_s / reencode_s,
@@ -126,9 +132,9 @@ def run_verifier_cost(
     vnet, vmodel = load_verifier(verifier_checkpoint, device=str(next(model.parameters()).device))
     vocab = model.config.get_text_config().vocab_size
     prefixes, kvs = _cached_prefixes(model, torch.randint(1, vocab, (batch, tokens), generator=torch.Generator().manual_seed(seed)))
-    _best_of(lambda: (net.logits_from_prefix_kvs(model, kvs[:2]), verifier_logits(vnet, vmodel, prefixes[:2])), 1)
-    stop_s, _ = _best_of(lambda: net.logits_from_prefix_kvs(model, kvs), repeats)
-    ver_s, _ = _best_of(lambda: verifier_logits(vnet, vmodel, prefixes), repeats)
+    _best_of([lambda: (net.logits_from_prefix_kvs(model, kvs[:2]), verifier_logits(vnet, vmodel, prefixes[:2]))], 1)
+    (stop_s, _), (ver_s, _) = _best_of(
+        [lambda: net.logits_from_prefix_kvs(model, kvs), lambda: verifier_logits(vnet, vmodel, prefixes)], repeats)
     return VerifierCost(model=model_name, tokens=tokens, batch=batch, repeats=repeats, stop_s=stop_s, verifier_s=ver_s,
                         ratio=ver_s / stop_s)
 

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
+from transformers.cache_utils import DynamicCache
 
-from sglang_stop.kvcache import cache_from_past, cache_with_room
+from sglang_stop.kvcache import cache_staged
 
 # A Hugging Face causal LM (PreTrainedModel). Typed loosely: torch's stubs type a Module's attributes as
 # `Tensor | Module`, so `model.config` / `model.get_input_embeddings()` would not type-check.
@@ -148,22 +149,19 @@ class StopNet(nn.Module):
     def run_tokens(
         self,
         model: HFModel,
-        past: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        cache: DynamicCache,
         prefix_mask: torch.Tensor,
         inputs_embeds: torch.Tensor,
         lora: bool,
-        room: bool = False,
     ) -> torch.Tensor:
         """Run new tokens after a left-padded cache; return the final (normed) hidden of the last one.
 
-        ``past[layer] = (k, v)`` each ``[B, kv_heads, L, head_dim]``, left-padded; ``prefix_mask``
-        ``[B, L]`` marks real positions. New tokens get explicit positions ``len_i + j`` so a padded
-        branch sees exactly what it would alone. ``room``: the tensors are ``L + n_new`` long and
-        the new tokens' keys/values are written into that room (no concatenation).
+        ``cache`` holds ``[B, kv_heads, L, head_dim]`` per layer, left-padded; ``prefix_mask`` ``[B, L]``
+        marks real positions. New tokens get explicit positions ``len_i + j`` so a padded branch sees
+        exactly what it would alone.
         """
         bsz, n_new = inputs_embeds.shape[:2]
         lens = prefix_mask.sum(1)
-        cache = cache_with_room(past, prefix_mask.shape[1]) if room else cache_from_past(past)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(bsz, n_new)], dim=1)
         pos = lens.unsqueeze(1) + torch.arange(n_new, device=lens.device).unsqueeze(0)
         ctx = self.lora_active(model) if lora else _null()
@@ -173,61 +171,51 @@ class StopNet(nn.Module):
             )
         return out.last_hidden_state[:, -1]
 
+    @property
+    def new_tokens(self) -> int:
+        """Tokens run after the cache: k [STOP] tokens, or (no_adapter) the prefix's last token."""
+        return 1 if self.cfg.mode == "no_adapter" else self.cfg.num_assess_tokens
+
     def logits_from_cache(
         self,
         model: HFModel,
-        past: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        cache: DynamicCache,
         prefix_mask: torch.Tensor,
         last_token: torch.Tensor | None = None,
-        room: bool = False,
     ) -> torch.Tensor:
         """``[B, 2]`` logits. adapter: k [STOP] tokens with LoRA after the whole prefix cache.
 
-        no_adapter: ``past`` must hold all but the last prefix token, given as ``last_token`` ``[B]``;
-        its base hidden state feeds the head (the linear-probe ablation). ``room``: see ``run_tokens``.
+        no_adapter: ``cache`` must hold all but the last prefix token, given as ``last_token`` ``[B]``;
+        its base hidden state feeds the head (the linear-probe ablation).
         """
-        dtype = past[0][0].dtype
         bsz = prefix_mask.shape[0]
         if self.cfg.mode == "adapter":
+            dtype = model.get_input_embeddings().weight.dtype
             emb = self.assess_embedding.to(dtype).view(1, 1, -1).expand(bsz, self.cfg.num_assess_tokens, -1)
-            hidden = self.run_tokens(model, past, prefix_mask, emb, lora=True, room=room)
+            hidden = self.run_tokens(model, cache, prefix_mask, emb, lora=True)
         else:
             if last_token is None:
                 raise ValueError("no_adapter mode needs last_token")
             emb = model.get_input_embeddings()(last_token.view(bsz, 1))
             with torch.no_grad():
-                hidden = self.run_tokens(model, past, prefix_mask, emb, lora=False, room=room)
+                hidden = self.run_tokens(model, cache, prefix_mask, emb, lora=False)
         return self.head(hidden.to(self.head.weight.dtype))
 
     # --- the two ways in -------------------------------------------------------------------------
 
     def logits_from_prefix_kvs(self, model: HFModel, kvs: Sequence) -> torch.Tensor:
-        """Inference: score cached branches (``PrefixKV`` list) of different lengths in one batch."""
+        """Inference: score cached branches (``PrefixKV`` list) of different lengths in one batch,
+        reading each branch's own KV tensors where they lie (``cache_staged``)."""
         dev = kvs[0].past[0][0].device
         keep_last = self.cfg.mode == "no_adapter"
         lens = [len(kv.token_ids) - (1 if keep_last else 0) for kv in kvs]
         width = max(lens)
-        n_new = 1 if keep_last else self.cfg.num_assess_tokens
-        past = []
-        for layer in range(len(kvs[0].past)):
-            k0 = kvs[0].past[layer][0]
-            # One copy into a left-padded batch with room for the new tokens (written in place);
-            # only the padding is zeroed (masked, but it must not hold NaN garbage).
-            ks = k0.new_empty(len(kvs), k0.shape[1], width + n_new, k0.shape[3])
-            vs = torch.empty_like(ks)
-            for i, (kv, n) in enumerate(zip(kvs, lens)):
-                k, v = kv.past[layer]
-                ks[i, :, width - n : width] = k[0, :, :n]
-                vs[i, :, width - n : width] = v[0, :, :n]
-                if n < width:
-                    ks[i, :, : width - n] = 0
-                    vs[i, :, : width - n] = 0
-            past.append((ks, vs))
         mask = torch.zeros(len(kvs), width, dtype=torch.long, device=dev)
         for i, n in enumerate(lens):
             mask[i, width - n :] = 1
         last = torch.tensor([kv.token_ids[-1] for kv in kvs], device=dev) if keep_last else None
-        return self.logits_from_cache(model, past, mask, last, room=True)
+        cache = cache_staged([kv.past for kv in kvs], lens, self.new_tokens)
+        return self.logits_from_cache(model, cache, mask, last)
 
     def logits_from_ids(self, model: HFModel, prefixes: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
         """Training: the frozen base encodes the prefixes once (no grad), then the same cached path."""
@@ -243,9 +231,8 @@ class StopNet(nn.Module):
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         with torch.no_grad():
             out = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        past = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         last = torch.tensor([p[-1] for p in prefixes], device=dev) if keep_last else None
-        return self.logits_from_cache(model, past, mask, last)
+        return self.logits_from_cache(model, out.past_key_values, mask, last)
 
 
 
