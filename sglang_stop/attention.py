@@ -20,7 +20,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "sdpa_gqa"
-FOLD_MAX_QUERIES = 64  # fold query heads into the query axis while (query heads per KV head) x q_len <= this
+FOLD_MAX_QUERIES = 16  # fold query heads into the query axis while (query heads per KV head) x q_len <= this
 
 
 def sdpa_gqa_forward(
