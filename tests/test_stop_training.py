@@ -157,12 +157,13 @@ def test_label_and_train_json_on_the_testbed(tmp_path):
     h = read_header(labels)
     assert h.model["name"] == "testbed" and h.settings["prefix_len"] == 6 and h.settings["split"] == "label"
     r = CliRunner().invoke(cli, ["train", "--labels", str(labels), "--out", str(ck), "--epochs", "1", "--lora-r", "2",
-                                 "--json"])
+                                 "--rank-weight", "1", "--json"])
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["out"] == str(ck) and out["best"]["epoch"] == 1 and "epoch 1:" in r.stderr
     meta = json.loads((ck / "assess_token_config.json").read_text())
     assert meta["base_model"]["weights_hash"] == h.model["weights_hash"]
+    assert meta["training"]["config"]["rank_weight"] == 1.0  # problem-packed batches with the pairwise loss
 
 
 def test_problems_jsonl_rows_checked_and_ids_as_strings(tmp_path):
@@ -207,3 +208,70 @@ def test_best_epoch_selection_breaks_within_auc_ties_by_mse():
     ranked = [{"within_auc": 0.7, "mse": 0.2}, {"within_auc": 0.6, "mse": 0.05}]
     assert min(range(2), key=lambda i: selection_key(ranked[i], "within_auc")) == 0
     assert min(range(2), key=lambda i: selection_key(ranked[i], "mse")) == 1
+
+
+def test_within_rank_loss_ranks_only_within_a_problem():
+    """RankNet on log-odds: pairs of one problem with s_i > s_j, weighted by s_i - s_j; other problems'
+    pairs (the difficulty a pooled loss learns) do not count."""
+    import torch.nn.functional as F
+
+    from sglang_stop.training.train import within_rank_loss
+
+    m = torch.tensor([2.0, 0.5, -1.0, 3.0], requires_grad=True)
+    s = torch.tensor([1.0, 0.25, 0.0, 0.0])
+    loss = within_rank_loss(m, s, ["a", "a", "b", "b"])  # one pair: a's first above a's second, weight 0.75
+    assert loss.item() == pytest.approx(F.softplus(torch.tensor(0.5 - 2.0)).item())
+    loss.backward()
+    assert m.grad[0] < 0 < m.grad[1] and m.grad[2] == m.grad[3] == 0  # descent widens a's gap, b is untouched
+    flat = within_rank_loss(m, torch.tensor([1.0, 0.0, 1.0, 0.0]), ["a", "b", "c", "d"])
+    assert flat.item() == 0.0 and flat.requires_grad
+    # weights: b's pair (s gap 1.0) counts four times a's (0.25)
+    two = within_rank_loss(torch.tensor([0.0, 0.0, 1.0, -1.0]), torch.tensor([0.5, 0.25, 1.0, 0.0]), ["a"] * 2 + ["b"] * 2)
+    want = (0.25 * F.softplus(torch.tensor(0.0)) + 1.0 * F.softplus(torch.tensor(-2.0))) / 1.25
+    assert two.item() == pytest.approx(want.item())
+
+
+def test_problem_batches_keep_problems_whole():
+    from sglang_stop.training.train import problem_batches
+
+    recs = [LabelRecord(problem_id=f"p{p}", question="q", answer="1", prefix_idx=i, token_ids=[1, 2], prompt_len=1,
+                        prefix_len=1, prefix_text="", s_mc=0.5, K=1, cont_lengths=[1], cont_answers=["1"], seed=0)
+            for p, n in enumerate([3, 4, 2, 9, 1]) for i in range(n)]
+    batches = problem_batches(recs, 6, random.Random(0))
+    assert sorted(id(r) for b in batches for r in b) == sorted(id(r) for r in recs)
+    for b in batches:
+        assert len(b) <= 6 or len({r.problem_id for r in b}) == 1  # the 9-prefix problem alone
+    seen = [{r.problem_id for r in b} for b in batches]
+    assert all(not (x & y) for i, x in enumerate(seen) for y in seen[i + 1:])  # no problem split across batches
+    assert problem_batches(recs, 6, random.Random(1)) != batches  # shuffled per epoch
+
+
+def test_prompt_shared_kv_equals_whole_prefix_encoding_and_stores_each_prompt_once():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sglang_stop.scorers.stop import decoder_of
+    from sglang_stop.training.train import PromptSharedKV
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=30, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    prompt = [1, 5, 9, 11, 4]
+
+    def rec(i, ids, prompt_len):
+        return LabelRecord(problem_id="p", question="q", answer="1", prefix_idx=i, token_ids=ids, prompt_len=prompt_len,
+                           prefix_len=len(ids) - prompt_len, prefix_text="", s_mc=0.5, K=1, cont_lengths=[1],
+                           cont_answers=["1"], seed=0)
+
+    recs = [rec(0, prompt + [7, 8, 20], 5), rec(1, prompt + [3, 21], 5), rec(2, [2, 6, 6], 0)]
+    store = PromptSharedKV(model)
+    for r in recs:
+        store.add(r)
+    assert len(store.prompts) == 1  # the two prefixes of one prompt share it
+    for r in recs:
+        with torch.no_grad():
+            whole = decoder_of(model)(input_ids=torch.tensor([r.token_ids]), use_cache=True).past_key_values
+        got = store.get(r)
+        assert got.token_ids == r.token_ids
+        for (k, v), layer in zip(got.past, whole.layers):
+            assert k.shape == layer.keys.shape and torch.allclose(k, layer.keys, atol=1e-5)
+            assert torch.allclose(v, layer.values, atol=1e-5)

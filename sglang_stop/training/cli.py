@@ -224,13 +224,15 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
 @click.option("--select", type=click.Choice(["mse", "within_auc"]), default="mse", show_default=True)
 @click.option("--hard-labels", is_flag=True, help="ablation: s_mc >= 0.5 one-hot targets")
 @click.option("--no-adapter", is_flag=True, help="ablation: linear probe on the base's last hidden state")
+@click.option("--rank-weight", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="add a pairwise loss among each problem's prefixes, this weighted (batches hold whole problems)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=POSITIVE, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout (epoch lines go to stderr)")
 def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_assess_tokens: int, lora_r: int,
               lora_alpha: float, epochs: int, batch_size: int, lr: float, weight_decay: float, lora_dropout: float,
-              val_fraction: float, select: str, hard_labels: bool, no_adapter: bool, seed: int, threads: int,
-              as_json: bool) -> None:
+              val_fraction: float, select: str, hard_labels: bool, no_adapter: bool, rank_weight: float, seed: int,
+              threads: int, as_json: bool) -> None:
     """Train a STOP checkpoint (keeps the best validation epoch)."""
     from sglang_stop.io import read_header
     from sglang_stop.models import model_identity
@@ -251,7 +253,7 @@ def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_asse
     cfg = TrainConfig(num_assess_tokens=num_assess_tokens, lora_r=lora_r, lora_alpha=lora_alpha, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, lora_dropout=lora_dropout,
                       val_fraction=val_fraction, select=select,
-                      hard_labels=hard_labels, no_adapter=no_adapter, seed=seed)
+                      hard_labels=hard_labels, no_adapter=no_adapter, rank_weight=rank_weight, seed=seed)
     model, tok = _load_model(model_dir or str(asset_dir()), threads)
     ident = model_identity(model)
     for f in labels:
