@@ -9,6 +9,7 @@ Files get the permissions a plain ``open(path, "w")`` would give (the umask), no
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
@@ -62,6 +63,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save`` by :func:`atomic_write_bytes`: a training state killed mid-write leaves the last one."""
+    import torch  # this module stays importable without torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -39,10 +39,11 @@ class StagedLayer(DynamicLayer):
     """One layer of a single-use cache over many branches' own KV tensors (``[1, H, len_i, D]`` each).
 
     ``update`` first copies every branch's KV, left-padded, into ``[B, H, width + new, D]`` buffers
-    that all layers share (at inference), then the new keys/values after them, and returns those buffers: a layer's
-    padded batch is assembled just before its attention reads it, while it is still in cache, and
-    no copy of the whole batch is ever allocated (STOP scoring at 16 x 256 tokens: 380 MB of fresh
-    buffers and a cold re-read before). The cache is therefore unreadable after the forward.
+    that all layers share (at inference), then the new keys/values after them, and returns those
+    buffers: a layer's padded batch is assembled just before its attention reads it, while it is
+    still in cache, and no copy of the whole batch is ever allocated (STOP scoring at 16 x 256
+    tokens: 380 MB of fresh buffers and a cold re-read before). The cache is therefore unreadable
+    after the forward.
     """
 
     def __init__(self, rows: Past, lens: Sequence[int], k_buf: torch.Tensor, v_buf: torch.Tensor, width: int) -> None:
@@ -54,12 +55,12 @@ class StagedLayer(DynamicLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         w = self.width
-        for i, ((k, v), n) in enumerate(zip(self.rows, self.lens)):
-            self.k_buf[i, :, w - n : w] = k[0, :, :n]
-            self.v_buf[i, :, w - n : w] = v[0, :, :n]
         end = w + key_states.shape[-2]
         if end > self.k_buf.shape[-2]:
             raise ValueError(f"staged cache full: {end} > capacity {self.k_buf.shape[-2]}")
+        for i, ((k, v), n) in enumerate(zip(self.rows, self.lens)):
+            self.k_buf[i, :, w - n : w] = k[0, :, :n]
+            self.v_buf[i, :, w - n : w] = v[0, :, :n]
         self.k_buf[..., w:end, :] = key_states
         self.v_buf[..., w:end, :] = value_states
         self.keys, self.values = self.k_buf[..., :end, :], self.v_buf[..., :end, :]

@@ -12,7 +12,6 @@ bf16, a few MB) to ``out`` atomically at the end.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
@@ -26,7 +25,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from sglang_stop.errors import UserError
-from sglang_stop.io import JsonlAppender, atomic_dir, atomic_write_bytes
+from sglang_stop.io import JsonlAppender, atomic_dir, atomic_torch_save
 
 BASE_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF is a quantization of
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -101,12 +100,6 @@ def _trainable(model: Any) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.named_parameters() if v.requires_grad}
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def train_reasoner(
     model: Any, examples: list[tuple[list[int], int]], recipe: ReasonerRecipe, work: Path, out: Path, pad_id: int,
     save_every: int = 10, progress: bool = True, log: Callable[[dict[str, Any]], None] | None = None,
@@ -156,7 +149,7 @@ def train_reasoner(
         if log is not None:
             log(row)
         if (step + 1) % save_every == 0 or step + 1 == recipe.steps:
-            _save_state(state_p, {"recipe": recipe.model_dump(), "step": step + 1,
+            atomic_torch_save(state_p, {"recipe": recipe.model_dump(), "step": step + 1,
                                   "lora": {k: v.detach().clone() for k, v in params.items()},
                                   "optim": opt.state_dict(), "sched": sched.state_dict()})
     bar.close()

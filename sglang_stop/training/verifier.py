@@ -6,7 +6,6 @@ with gradients (minutes on a CPU), so each finished epoch's state is written ato
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import sys
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sglang_stop.errors import UserError
-from sglang_stop.io import atomic_write_bytes
+from sglang_stop.io import atomic_torch_save
 from sglang_stop.scorers.stop import StopNet, StopNetConfig, save_checkpoint
 from sglang_stop.scorers.verifier import VERIFIER_FILE, base_path, verifier_logits
 from sglang_stop.training.labels import LabelRecord
@@ -91,8 +90,6 @@ def train_verifier(
             save_checkpoint(out, net, model, tok, training={**recipe, **best})
             (Path(out) / VERIFIER_FILE).write_text(json.dumps({"base": base}) + "\n")
         state_p.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save({"settings": resume, "epoch": ep, "best": best, "net": net.state_dict(), "optim": opt.state_dict(),
-                    "rng": rng.getstate()}, buf)
-        atomic_write_bytes(state_p, buf.getvalue())
+        atomic_torch_save(state_p, {"settings": resume, "epoch": ep, "best": best, "net": net.state_dict(),
+                                    "optim": opt.state_dict(), "rng": rng.getstate()})
     return best
