@@ -166,6 +166,27 @@ def test_label_and_train_json_on_the_testbed(tmp_path):
     assert meta["training"]["config"]["rank_weight"] == 1.0  # problem-packed batches with the pairwise loss
 
 
+def test_train_recuts_whole_path_labels_at_a_later_prune_point(tmp_path):
+    """`train --prefix-len`: whole paths (-K 1) are trained on at a later prune point (as `bench signals
+    --prefix-len` judges them); Monte Carlo labels (K > 1) cannot be re-cut: one line, exit 2."""
+    from click.testing import CliRunner
+
+    from sglang_stop.cli import cli
+
+    paths, mc, ck = tmp_path / "paths.jsonl", tmp_path / "mc.jsonl", tmp_path / "ck"
+    for out, k in ((paths, "1"), (mc, "2")):
+        r = CliRunner().invoke(cli, ["label", "--problems", "12", "-P", "3", "-K", k, "--prefix-len", "4",
+                                     "--max-new-tokens", "24", "--out", str(out), "--json"])
+        assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(cli, ["train", "--labels", str(paths), "--out", str(ck), "--epochs", "1", "--lora-r", "2",
+                                 "--prefix-len", "8", "--json"])
+    assert r.exit_code == 0, r.stderr
+    meta = json.loads((ck / "assess_token_config.json").read_text())
+    assert meta["training"]["prefix_lens"] == [8]
+    r = CliRunner().invoke(cli, ["train", "--labels", str(mc), "--out", str(tmp_path / "ck2"), "--prefix-len", "8"])
+    assert isinstance(r.exception, UserError) and "is not a whole path" in str(r.exception)  # main: one line, exit 2
+
+
 def test_problems_jsonl_rows_checked_and_ids_as_strings(tmp_path):
     from sglang_stop.training.cli import _read_problems_jsonl
 
@@ -262,11 +283,15 @@ def test_prompt_shared_kv_equals_whole_prefix_encoding_and_stores_each_prompt_on
                            prefix_len=len(ids) - prompt_len, prefix_text="", s_mc=0.5, K=1, cont_lengths=[1],
                            cont_answers=["1"], seed=0)
 
-    recs = [rec(0, prompt + [7, 8, 20], 5), rec(1, prompt + [3, 21], 5), rec(2, [2, 6, 6], 0)]
+    recs = [rec(0, prompt + [7, 8, 20], 5), rec(1, prompt + [3, 21], 5), rec(2, [2, 6, 6], 0),
+            rec(3, prompt + [9, 9, 2], 5)]
     store = PromptSharedKV(model)
-    for r in recs:
-        store.add(r)
-    assert len(store.prompts) == 1  # the two prefixes of one prompt share it
+    store.add_many(recs[:2])
+    store.add(recs[2])
+    store.add_many(recs[3:])  # the prompt is not encoded again
+    assert len(store.prompts) == 1  # the prefixes of one prompt share it
+    batched = PromptSharedKV(model)
+    batched.add_many([recs[0], recs[3]])  # same prompt, same suffix length: one forward of two rows
     for r in recs:
         with torch.no_grad():
             whole = decoder_of(model)(input_ids=torch.tensor([r.token_ids]), use_cache=True).past_key_values
@@ -275,3 +300,27 @@ def test_prompt_shared_kv_equals_whole_prefix_encoding_and_stores_each_prompt_on
         for (k, v), layer in zip(got.past, whole.layers):
             assert k.shape == layer.keys.shape and torch.allclose(k, layer.keys, atol=1e-5)
             assert torch.allclose(v, layer.values, atol=1e-5)
+    for r in (recs[0], recs[3]):
+        for (k, v), (k2, v2) in zip(batched.get(r).past, store.get(r).past):
+            assert k.shape == k2.shape and torch.allclose(k, k2, atol=1e-5) and torch.allclose(v, v2, atol=1e-5)
+
+
+def test_probe_features_are_what_the_no_adapter_net_reads_at_inference():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sglang_stop.scorers.stop import StopNet, StopNetConfig
+    from sglang_stop.training.train import PromptSharedKV, probe_features
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=30, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    recs = [LabelRecord(problem_id="p", question="q", answer="1", prefix_idx=i, token_ids=ids, prompt_len=3,
+                        prefix_len=len(ids) - 3, prefix_text="", s_mc=0.5, K=1, cont_lengths=[1], cont_answers=["1"],
+                        seed=0) for i, ids in enumerate([[1, 5, 9, 7, 8], [1, 5, 9, 3, 21, 4, 6]])]
+    net = StopNet(StopNetConfig(mode="no_adapter"), model).eval()
+    store = PromptSharedKV(model)
+    store.add_many(recs)
+    with torch.no_grad():
+        want = net.logits_from_prefix_kvs(model, [store.get(r) for r in recs])  # the scorer's path
+        got = net.head(probe_features(model, recs, pad_id=0))
+    assert torch.allclose(got, want, atol=1e-5)

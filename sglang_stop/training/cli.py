@@ -226,18 +226,21 @@ def label_cmd(model_dir: str | None, task: str, problems_jsonl: str | None, spli
 @click.option("--no-adapter", is_flag=True, help="ablation: linear probe on the base's last hidden state")
 @click.option("--rank-weight", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="add a pairwise loss among each problem's prefixes, this weighted (batches hold whole problems)")
+@click.option("--prefix-len", type=POSITIVE, default=None,
+              help="prune later than the labels do: whole-path labels (-K 1) re-cut at this many generated tokens "
+                   "(paths ended by then are dropped), as `bench signals --prefix-len` does")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=POSITIVE, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout (epoch lines go to stderr)")
 def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_assess_tokens: int, lora_r: int,
               lora_alpha: float, epochs: int, batch_size: int, lr: float, weight_decay: float, lora_dropout: float,
-              val_fraction: float, select: str, hard_labels: bool, no_adapter: bool, rank_weight: float, seed: int,
-              threads: int, as_json: bool) -> None:
+              val_fraction: float, select: str, hard_labels: bool, no_adapter: bool, rank_weight: float,
+              prefix_len: int | None, seed: int, threads: int, as_json: bool) -> None:
     """Train a STOP checkpoint (keeps the best validation epoch)."""
     from sglang_stop.io import read_header
     from sglang_stop.models import model_identity
     from sglang_stop.testbed import asset_dir
-    from sglang_stop.training.labels import load_labels
+    from sglang_stop.training.labels import load_labels, recut
     from sglang_stop.training.train import TrainConfig, checked_split, train_stop
 
     out_p = Path(out)
@@ -247,6 +250,10 @@ def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_asse
         raise UserError(f"--out: {out_p}: a non-empty directory that is not a STOP checkpoint; it would be replaced, "
                         "choose another path")
     records = [r for f in labels for r in load_labels(f)]
+    if prefix_len is not None:  # refused now if a record is no whole path; the text is decoded after the model loads
+        records = recut(records, prefix_len, lambda ids: "")
+        if not records:
+            raise UserError(f"--prefix-len {prefix_len}: every path of {', '.join(labels)} ended by then")
     checked_split(records, val_fraction)
     if no_adapter and (lora_r, lora_alpha, lora_dropout) != (16, 32.0, 0.05):
         warn("--lora-r/--lora-alpha/--lora-dropout: ignored with --no-adapter (no LoRA is trained)")
@@ -255,6 +262,8 @@ def train_cmd(model_dir: str | None, labels: tuple[str, ...], out: str, num_asse
                       val_fraction=val_fraction, select=select,
                       hard_labels=hard_labels, no_adapter=no_adapter, rank_weight=rank_weight, seed=seed)
     model, tok = _load_model(model_dir or str(asset_dir()), threads)
+    if prefix_len is not None:
+        records = [r.model_copy(update={"prefix_text": tok.decode(r.token_ids[r.prompt_len:])}) for r in records]
     ident = model_identity(model)
     for f in labels:
         h = read_header(f)

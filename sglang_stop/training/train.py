@@ -119,28 +119,45 @@ def predict(net: StopNet, model: Any, records: Sequence[LabelRecord], batch_size
 class PromptSharedKV:
     """The training prefixes' KV, each prompt encoded and stored once: a problem's P prefixes share it
     (the reasoner's labels: 86 prompt + 24 generated tokens, so 2.4x less memory than a whole copy per
-    prefix, which filled 24 GB at 2 000 records). :meth:`get` joins prompt and suffix into the per-branch
-    ``PrefixKV`` that inference reads."""
+    prefix, which filled 24 GB at 2 000 records). :meth:`add_many` encodes the same-length suffixes of one
+    prompt in one batch (a problem's 16 whole paths cut at one prune point: one forward, not 16).
+    :meth:`get` joins prompt and suffix into the per-branch ``PrefixKV`` that inference reads."""
 
     def __init__(self, model: Any) -> None:
         self.decoder, self.device = decoder_of(model), next(model.parameters()).device
         self.prompts: dict[tuple[int, ...], Past] = {}
         self.rows: dict[int, tuple[tuple[int, ...], Past]] = {}
 
-    @torch.no_grad()
     def add(self, r: LabelRecord) -> None:
+        self.add_many([r])
+
+    @torch.no_grad()
+    def add_many(self, records: Sequence[LabelRecord]) -> None:
+        groups: dict[tuple[tuple[int, ...], int], list[LabelRecord]] = {}
+        for r in records:
+            head, tail = self._split(r)
+            groups.setdefault((head, len(tail)), []).append(r)
+        for (head, _), rs in groups.items():
+            if head and head not in self.prompts:
+                self.prompts[head] = self._encode([list(head)], None)
+            prompt = self.prompts[head] if head else None
+            past = self._encode([list(self._split(r)[1]) for r in rs], prompt)
+            n = len(head)
+            for i, r in enumerate(rs):
+                self.rows[id(r)] = (head, tuple((k[i : i + 1, :, n:].clone(), v[i : i + 1, :, n:].clone()) for k, v in past))
+
+    @staticmethod
+    def _split(r: LabelRecord) -> tuple[tuple[int, ...], list[int]]:
         ids = list(r.token_ids)
         split = r.prompt_len if 0 < r.prompt_len < len(ids) else 0
-        head = tuple(ids[:split])
-        if head and head not in self.prompts:
-            self.prompts[head] = self._encode(list(head), None)
-        prompt = self.prompts[head] if head else None
-        tail = self._encode(ids[split:], prompt)
-        self.rows[id(r)] = (head, tuple((k[..., split:, :].clone(), v[..., split:, :].clone()) for k, v in tail))
+        return tuple(ids[:split]), ids[split:]
 
-    def _encode(self, ids: list[int], past: Past | None) -> Past:
-        cache = cache_from_past(past) if past is not None else None  # joined by new tensors: past stays as it is
-        out = self.decoder(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True)
+    def _encode(self, rows: list[list[int]], past: Past | None) -> Past:
+        cache = None
+        if past is not None:  # joined by new tensors: past stays as it is
+            cache = cache_from_past(tuple((k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+                                          for k, v in past))
+        out = self.decoder(input_ids=torch.tensor(rows, device=self.device), past_key_values=cache, use_cache=True)
         return past_of(out.past_key_values)
 
     def get(self, r: LabelRecord) -> PrefixKV:
@@ -149,6 +166,38 @@ class PromptSharedKV:
             return PrefixKV(token_ids=list(r.token_ids), past=tuple(tail))
         past = tuple((torch.cat([pk, k], 2), torch.cat([pv, v], 2)) for (pk, pv), (k, v) in zip(self.prompts[head], tail))
         return PrefixKV(token_ids=list(r.token_ids), past=past)
+
+
+def encode_all(store: PromptSharedKV, records: Sequence[LabelRecord], desc: str, progress: bool) -> None:
+    """Every record's prefix KV into ``store``, a problem at a time (its paths share a prompt)."""
+    by_problem: dict[str, list[LabelRecord]] = {}
+    for r in records:
+        by_problem.setdefault(r.problem_id, []).append(r)
+    with tqdm(total=len(records), desc=desc, unit="prefix", disable=not progress, file=sys.stderr) as bar:
+        for rs in by_problem.values():
+            store.add_many(rs)
+            bar.update(len(rs))
+
+
+@torch.no_grad()
+def probe_features(model: Any, records: Sequence[LabelRecord], pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    """The no-adapter ablation's input: the frozen base's final hidden state at each prefix's last token,
+    ``[N, hidden]``. The base is frozen, so a linear probe trains on these once-computed features (what
+    ``StopNet`` computes at inference, without a forward pass per epoch)."""
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, len(records), batch_size):
+        seqs = [list(r.token_ids) for r in records[s : s + batch_size]]
+        width = max(len(q) for q in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
+        for i, q in enumerate(seqs):
+            ids[i, width - len(q) :] = torch.tensor(q, device=dev)
+            mask[i, width - len(q) :] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        hidden = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+        out.append(hidden[:, -1].float())
+    return torch.cat(out)
 
 
 def evaluate(preds: Sequence[float], records: Sequence[LabelRecord]) -> dict[str, float]:
@@ -171,6 +220,22 @@ def selection_key(metrics: dict[str, float], select: str) -> tuple[float, ...]:
     """Lower is better. within_auc ties whenever few validation problems are mixed (2 mixed problems of
     26 gave 0.5 at every epoch, so the first epoch won): mse breaks the tie."""
     return (metrics["mse"],) if select == "mse" else (-metrics["within_auc"], metrics["mse"])
+
+
+def _batch_scorer(net: StopNet, model: Any, records: Sequence[LabelRecord], cfg: TrainConfig, pad_id: int,
+                  progress: bool) -> Callable[[Sequence[LabelRecord]], torch.Tensor]:
+    """``batch -> [B, 2]`` logits by the inference path, with what the frozen base gives computed once for
+    every record (train and validation): the prefixes' KV (adapter), or the last hidden state that the
+    linear probe reads (no adapter). ``cache_prefix_kv=False`` re-encodes each batch instead."""
+    if cfg.no_adapter:
+        feats = probe_features(model, records, pad_id)
+        row = {id(r): i for i, r in enumerate(records)}
+        return lambda batch: net.head(feats[[row[id(r)] for r in batch]].to(net.head.weight.dtype))
+    if not cfg.cache_prefix_kv:
+        return lambda batch: net.logits_from_ids(model, [r.token_ids for r in batch], pad_id)
+    store = PromptSharedKV(model)
+    encode_all(store, records, "encode prefixes", progress)
+    return lambda batch: net.logits_from_prefix_kvs(model, [store.get(r) for r in batch])
 
 
 def train_stop(
@@ -204,10 +269,7 @@ def train_stop(
     rng = random.Random(cfg.seed)
     best: dict[str, Any] | None = None
     t0 = time.time()
-    kv_cache = PromptSharedKV(model) if cfg.cache_prefix_kv and not cfg.no_adapter else None
-    if kv_cache is not None:
-        for r in tqdm(train, desc="encode prefixes", unit="prefix", disable=not progress, file=sys.stderr):
-            kv_cache.add(r)
+    logits_of = _batch_scorer(net, model, [*train, *val], cfg, pad_id, progress)
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         if cfg.rank_weight > 0:
@@ -219,10 +281,7 @@ def train_stop(
         total = 0.0
         for batch in tqdm(batches, desc=f"train epoch {epoch}/{cfg.epochs}", unit="batch", disable=not progress,
                           file=sys.stderr, leave=False):
-            if kv_cache is not None:  # exactly the inference path: cached per-branch KV, padded per batch
-                logits = net.logits_from_prefix_kvs(model, [kv_cache.get(r) for r in batch])
-            else:
-                logits = net.logits_from_ids(model, [r.token_ids for r in batch], pad_id)
+            logits = logits_of(batch)
             targets = _targets(batch, cfg.hard_labels, dev)
             loss = F.cross_entropy(logits.float(), targets)
             if cfg.rank_weight > 0:
@@ -232,7 +291,11 @@ def train_stop(
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
-        metrics = evaluate(predict(net, model, val, pad_id=pad_id), val)
+        net.eval()
+        with torch.no_grad():
+            preds = [p for s in range(0, len(val), 64)
+                     for p in torch.softmax(logits_of(val[s : s + 64]).float(), -1)[:, 1].tolist()]
+        metrics = evaluate(preds, val)
         row = {"epoch": epoch, "train_loss": total / len(train), **metrics, "seconds": round(time.time() - t0, 1)}
         log(row)
         key = selection_key(metrics, cfg.select)
@@ -243,6 +306,7 @@ def train_stop(
                 training={
                     "config": cfg.model_dump(mode="json"),
                     "records": len(records), "train_records": len(train), "val_records": len(val),
+                    "prefix_lens": sorted({r.prefix_len for r in records}),
                     "best": {k: v for k, v in row.items()},
                 },
             )
