@@ -322,5 +322,5 @@ def test_probe_features_are_what_the_no_adapter_net_reads_at_inference():
     store.add_many(recs)
     with torch.no_grad():
         want = net.logits_from_prefix_kvs(model, [store.get(r) for r in recs])  # the scorer's path
-        got = net.head(probe_features(model, recs, pad_id=0))
+        got = net.head(probe_features(model, recs))
     assert torch.allclose(got, want, atol=1e-5)

@@ -121,12 +121,16 @@ class PromptSharedKV:
     (the reasoner's labels: 86 prompt + 24 generated tokens, so 2.4x less memory than a whole copy per
     prefix, which filled 24 GB at 2 000 records). :meth:`add_many` encodes the same-length suffixes of one
     prompt in one batch (a problem's 16 whole paths cut at one prune point: one forward, not 16).
-    :meth:`get` joins prompt and suffix into the per-branch ``PrefixKV`` that inference reads."""
+    :meth:`get` joins prompt and suffix into the per-branch ``PrefixKV`` that inference reads; ``last``
+    holds each prefix's final hidden state at its last token, what the no-adapter probe reads
+    (``keep_kv=False`` keeps only that)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, keep_kv: bool = True) -> None:
         self.decoder, self.device = decoder_of(model), next(model.parameters()).device
+        self.keep_kv = keep_kv
         self.prompts: dict[tuple[int, ...], Past] = {}
         self.rows: dict[int, tuple[tuple[int, ...], Past]] = {}
+        self.last: dict[int, torch.Tensor] = {}
 
     def add(self, r: LabelRecord) -> None:
         self.add_many([r])
@@ -139,12 +143,15 @@ class PromptSharedKV:
             groups.setdefault((head, len(tail)), []).append(r)
         for (head, _), rs in groups.items():
             if head and head not in self.prompts:
-                self.prompts[head] = self._encode([list(head)], None)
+                self.prompts[head] = self._encode([list(head)], None)[0]
             prompt = self.prompts[head] if head else None
-            past = self._encode([list(self._split(r)[1]) for r in rs], prompt)
+            past, hidden = self._encode([list(self._split(r)[1]) for r in rs], prompt)
             n = len(head)
             for i, r in enumerate(rs):
-                self.rows[id(r)] = (head, tuple((k[i : i + 1, :, n:].clone(), v[i : i + 1, :, n:].clone()) for k, v in past))
+                self.last[id(r)] = hidden[i, -1].float().clone()
+                if self.keep_kv:
+                    self.rows[id(r)] = (head, tuple((k[i : i + 1, :, n:].clone(), v[i : i + 1, :, n:].clone())
+                                                    for k, v in past))
 
     @staticmethod
     def _split(r: LabelRecord) -> tuple[tuple[int, ...], list[int]]:
@@ -152,13 +159,13 @@ class PromptSharedKV:
         split = r.prompt_len if 0 < r.prompt_len < len(ids) else 0
         return tuple(ids[:split]), ids[split:]
 
-    def _encode(self, rows: list[list[int]], past: Past | None) -> Past:
+    def _encode(self, rows: list[list[int]], past: Past | None) -> tuple[Past, torch.Tensor]:
         cache = None
         if past is not None:  # joined by new tensors: past stays as it is
             cache = cache_from_past(tuple((k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
                                           for k, v in past))
         out = self.decoder(input_ids=torch.tensor(rows, device=self.device), past_key_values=cache, use_cache=True)
-        return past_of(out.past_key_values)
+        return past_of(out.past_key_values), out.last_hidden_state
 
     def get(self, r: LabelRecord) -> PrefixKV:
         head, tail = self.rows[id(r)]
@@ -169,7 +176,7 @@ class PromptSharedKV:
 
 
 def encode_all(store: PromptSharedKV, records: Sequence[LabelRecord], desc: str, progress: bool) -> None:
-    """Every record's prefix KV into ``store``, a problem at a time (its paths share a prompt)."""
+    """Every record's prefix into ``store``, a problem at a time (its paths share a prompt)."""
     by_problem: dict[str, list[LabelRecord]] = {}
     for r in records:
         by_problem.setdefault(r.problem_id, []).append(r)
@@ -179,25 +186,13 @@ def encode_all(store: PromptSharedKV, records: Sequence[LabelRecord], desc: str,
             bar.update(len(rs))
 
 
-@torch.no_grad()
-def probe_features(model: Any, records: Sequence[LabelRecord], pad_id: int, batch_size: int = 64) -> torch.Tensor:
+def probe_features(model: Any, records: Sequence[LabelRecord], progress: bool = False) -> torch.Tensor:
     """The no-adapter ablation's input: the frozen base's final hidden state at each prefix's last token,
     ``[N, hidden]``. The base is frozen, so a linear probe trains on these once-computed features (what
     ``StopNet`` computes at inference, without a forward pass per epoch)."""
-    dev = next(model.parameters()).device
-    out = []
-    for s in range(0, len(records), batch_size):
-        seqs = [list(r.token_ids) for r in records[s : s + batch_size]]
-        width = max(len(q) for q in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=dev)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
-        for i, q in enumerate(seqs):
-            ids[i, width - len(q) :] = torch.tensor(q, device=dev)
-            mask[i, width - len(q) :] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        hidden = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
-        out.append(hidden[:, -1].float())
-    return torch.cat(out)
+    store = PromptSharedKV(model, keep_kv=False)
+    encode_all(store, records, "encode prefixes", progress)
+    return torch.stack([store.last[id(r)] for r in records])
 
 
 def evaluate(preds: Sequence[float], records: Sequence[LabelRecord]) -> dict[str, float]:
@@ -228,7 +223,7 @@ def _batch_scorer(net: StopNet, model: Any, records: Sequence[LabelRecord], cfg:
     every record (train and validation): the prefixes' KV (adapter), or the last hidden state that the
     linear probe reads (no adapter). ``cache_prefix_kv=False`` re-encodes each batch instead."""
     if cfg.no_adapter:
-        feats = probe_features(model, records, pad_id)
+        feats = probe_features(model, records, progress)
         row = {id(r): i for i, r in enumerate(records)}
         return lambda batch: net.head(feats[[row[id(r)] for r in batch]].to(net.head.weight.dtype))
     if not cfg.cache_prefix_kv:
