@@ -16,7 +16,7 @@ LAYERS: list[list[str]] = [
     ["sglang_stop.version", "sglang_stop.errors", "sglang_stop.io", "sglang_stop.policy", "sglang_stop.tables",
      "sglang_stop.signals"],
     ["sglang_stop.config", "sglang_stop.models", "sglang_stop.attention", "sglang_stop.kvcache",
-     "sglang_stop.aggregate"],
+     "sglang_stop.padding", "sglang_stop.aggregate"],
     ["sglang_stop.tasks", "sglang_stop.testbed", "sglang_stop.scorers", "sglang_stop.backends"],
     ["sglang_stop.program"],
     ["sglang_stop.runner", "sglang_stop.bench", "sglang_stop.training", "sglang_stop.testbed.train",

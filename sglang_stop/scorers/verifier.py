@@ -24,6 +24,7 @@ import torch
 from pydantic import Field
 
 from sglang_stop.errors import UserError
+from sglang_stop.padding import left_pad
 from sglang_stop.scorers.base import Branch, ScoreContext, Scorer, ScorerOptions
 from sglang_stop.scorers.stop import StopNet, decoder_of, load_checkpoint
 
@@ -34,14 +35,7 @@ TESTBED = "testbed"
 def verifier_logits(net: StopNet, model: Any, seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
     """Re-encode each sequence (left-padded batch) with the LoRA active on every position; logits of the
     head on the last token's final hidden state, ``[B, 2]``."""
-    dev = next(model.parameters()).device
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=dev)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(list(s), device=dev)
-        mask[i, width - len(s) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, pos = left_pad(seqs, pad_id, next(model.parameters()).device)
     with net.lora_active(model):
         h = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1]
     return net.head(h.to(net.head.weight.dtype))

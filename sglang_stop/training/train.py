@@ -218,19 +218,27 @@ def selection_key(metrics: dict[str, float], select: str) -> tuple[float, ...]:
 
 
 def _batch_scorer(net: StopNet, model: Any, records: Sequence[LabelRecord], cfg: TrainConfig, pad_id: int,
-                  progress: bool) -> Callable[[Sequence[LabelRecord]], torch.Tensor]:
+                  progress: bool, store: PromptSharedKV | None) -> Callable[[Sequence[LabelRecord]], torch.Tensor]:
     """``batch -> [B, 2]`` logits by the inference path, with what the frozen base gives computed once for
     every record (train and validation): the prefixes' KV (adapter), or the last hidden state that the
-    linear probe reads (no adapter). ``cache_prefix_kv=False`` re-encodes each batch instead."""
+    linear probe reads (no adapter). ``store``: an encoding already made (several trainings on the same
+    records share it). ``cache_prefix_kv=False`` re-encodes each batch instead."""
     if cfg.no_adapter:
-        feats = probe_features(model, records, progress)
+        if store is not None and all(id(r) in store.last for r in records):
+            feats = torch.stack([store.last[id(r)] for r in records])
+        else:
+            feats = probe_features(model, records, progress)
         row = {id(r): i for i, r in enumerate(records)}
         return lambda batch: net.head(feats[[row[id(r)] for r in batch]].to(net.head.weight.dtype))
     if not cfg.cache_prefix_kv:
         return lambda batch: net.logits_from_ids(model, [r.token_ids for r in batch], pad_id)
-    store = PromptSharedKV(model)
-    encode_all(store, records, "encode prefixes", progress)
-    return lambda batch: net.logits_from_prefix_kvs(model, [store.get(r) for r in batch])
+    if store is None or not store.keep_kv:
+        store = PromptSharedKV(model)
+    missing = [r for r in records if id(r) not in store.rows]
+    if missing:
+        encode_all(store, missing, "encode prefixes", progress)
+    kv = store
+    return lambda batch: net.logits_from_prefix_kvs(model, [kv.get(r) for r in batch])
 
 
 def train_stop(
@@ -242,9 +250,11 @@ def train_stop(
     log: Callable[[dict[str, Any]], None] = lambda d: print(json.dumps(d), flush=True),
     pad_id: int = 0,
     progress: bool = False,
+    store: PromptSharedKV | None = None,
 ) -> dict[str, Any]:
     """Returns the best epoch's validation metrics; the checkpoint is written to ``out``.
-    ``progress``: labelled tqdm bars on stderr (prefix encoding, each epoch's batches)."""
+    ``progress``: labelled tqdm bars on stderr (prefix encoding, each epoch's batches). ``store``: the
+    records' prefix encoding to reuse (ablations on the same labels: encode once, train each variant)."""
     train, val = checked_split(records, cfg.val_fraction)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -264,7 +274,7 @@ def train_stop(
     rng = random.Random(cfg.seed)
     best: dict[str, Any] | None = None
     t0 = time.time()
-    logits_of = _batch_scorer(net, model, [*train, *val], cfg, pad_id, progress)
+    logits_of = _batch_scorer(net, model, [*train, *val], cfg, pad_id, progress, store)
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         if cfg.rank_weight > 0:

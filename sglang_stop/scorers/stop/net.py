@@ -23,6 +23,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from sglang_stop.kvcache import cache_staged
+from sglang_stop.padding import left_pad
 
 # A Hugging Face causal LM (PreTrainedModel). Typed loosely: torch's stubs type a Module's attributes as
 # `Tensor | Module`, so `model.config` / `model.get_input_embeddings()` would not type-check.
@@ -222,13 +223,7 @@ class StopNet(nn.Module):
         dev = next(model.parameters()).device
         keep_last = self.cfg.mode == "no_adapter"
         seqs = [list(p[:-1]) if keep_last else list(p) for p in prefixes]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=dev)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s) :] = torch.tensor(s, device=dev)
-            mask[i, width - len(s) :] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        ids, mask, pos = left_pad(seqs, pad_id, dev)
         with torch.no_grad():
             out = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         last = torch.tensor([p[-1] for p in prefixes], device=dev) if keep_last else None
