@@ -129,7 +129,8 @@ def run_problems(
         raise UserError(f"--concurrency: must be >= 1, got {concurrency}")
     if scorer is None:
         scorer = make_scorer(cfg.scorer.name, cfg.scorer.options)
-    if cfg.aggregation.method == "weighted" and not scorer.nonnegative:
+    if cfg.aggregation.method == "weighted" and cfg.online is None and not scorer.nonnegative:
+        # online mode weighs votes by each path's lowest window confidence (>= 0), not by scores
         raise UserError(
             f"aggregation.method: 'weighted' needs a scorer with non-negative scores (e.g. stop, confidence); "
             f"{scorer.name!r} can score below 0"

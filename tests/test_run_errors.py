@@ -89,3 +89,20 @@ def test_prompt_longer_than_the_context_window_fails_before_decoding(backend):
     with pytest.raises(UserError, match=r"exceeds the model's context window \(128 tokens\)"):
         run_problems(backend, task, task.problems(2, seed=0), cfg)
     assert backend.usage().generated_tokens == before
+
+
+def test_weighted_vote_refused_for_signed_scores_but_allowed_in_online_mode(backend):
+    """Votes weighted by a scorer that can score below 0 are refused; DeepConf's online mode weighs votes
+    by each path's lowest window confidence (never below 0), so there the scorer does not matter."""
+    task = load_task("testbed")
+    probs = task.problems(1, seed=0)
+    signed = RuntimeConfig(n=4, stages=[{"prefix_len": 8, "keep": 2}], scorer={"name": "logprob"},
+                           aggregation={"method": "weighted"}, sampling={"max_new_tokens": 24})
+    with pytest.raises(UserError, match="aggregation.method: 'weighted' needs a scorer with non-negative scores"):
+        run_problems(backend, task, probs, signed)
+    online = RuntimeConfig(n=4, online={"warmup": 2, "percentile": 10, "window": 4}, scorer={"name": "none"},
+                           aggregation={"method": "weighted"}, sampling={"max_new_tokens": 64})
+    res, _ = run_problems(backend, task, probs, online)
+    voters = [p for p in res[0].paths if p.votes and p.answer is not None]
+    assert voters, [(p.votes, p.answer, p.tokens) for p in res[0].paths]
+    assert sum(res[0].votes.values()) != len(voters)  # confidences, not one vote each
