@@ -192,17 +192,12 @@ def scorer_fn(name: str, options: dict[str, Any], rng: random.Random) -> ScoreFn
 
 
 def stop_fn(checkpoint: str, model: Any) -> ScoreFn:
-    """STOP over each prefix's KV, as the in-process backend scores it."""
-    from sglang_stop.scorers.stop import load_checkpoint
+    """STOP over each prefix's KV: the ``stop`` scorer's own in-process path (``StopScorer.score_kvs``)."""
+    from sglang_stop.scorers.stop.scorer import StopScorer
 
-    net = load_checkpoint(checkpoint, model)
-    net.eval()
-
-    @torch.inference_mode()
-    def fn(p: Paths) -> list[float]:
-        return torch.softmax(net.logits_from_prefix_kvs(model, p.kv).float(), -1)[:, 1].tolist()
-
-    return fn
+    scorer = make_scorer("stop", {"checkpoint": checkpoint})
+    assert isinstance(scorer, StopScorer)
+    return lambda p: scorer.score_kvs(model, p.kv)
 
 
 def run_signals_bench(
